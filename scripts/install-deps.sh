@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what building and testing stip-compliance needs, from Debian 12 or 13's
+# packages, and nothing that is already there. Safe to run again. Run as root or with sudo.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LOG_TAG=install-deps
+# shellcheck source=../deploy/local/lib.sh
+source "$here/../deploy/local/lib.sh"
+
+case "${1:-}" in
+  -h|--help)
+    echo "usage: scripts/install-deps.sh    install the Debian packages the build and tests need"
+    exit 0 ;;
+esac
+
+[ -r /etc/debian_version ] || die "this script installs Debian packages; on another system install the equivalents of the list in $0"
+
+packages=(
+  # the toolchain
+  build-essential cmake ninja-build ccache pkg-config git
+  # the API and RPC
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
+  golang-github-gogo-googleapis-dev  # google/rpc/{status,error_details}.proto
+  # libraries
+  librdkafka-dev libabsl-dev libsqlite3-dev sqlite3 libpq-dev prometheus-cpp-dev
+  libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # the real servers the integration tests run against
+  postgresql maven
+)
+command -v npm >/dev/null 2>&1 || packages+=(npm)  # for buf (npm @bufbuild/buf)
+# Kafka 4 needs Java 17 or newer; one that is already installed will do.
+if ! { command -v java >/dev/null 2>&1 &&
+       java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; }; then
+  packages+=(default-jre-headless)
+fi
+ensure_pkgs "${packages[@]}"
+log "Debian $(cat /etc/debian_version): every package is installed"

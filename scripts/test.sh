@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 or 13 machine: installs the packages, builds
+# with warnings as errors, lints the API, starts a real Kafka broker and a real PostgreSQL
+# on loopback, runs every test, and stops the servers again, also when tests fail.
+# Safe to run again: installs and downloads only what is missing, and ccache keeps
+# rebuilds short. Ends with ctest's summary; exits non-zero when anything failed.
+#
+#   sudo scripts/test.sh [ctest arguments...]     e.g. scripts/test.sh -L unit
+#
+# Environment: STIP_BUILD_DIR (default build), STIP_CACHE_DIR, STIP_KAFKA_PORT,
+# STIP_PG_PORT (see deploy/local/*.sh --help).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+LOG_TAG=test
+# shellcheck source=../deploy/local/lib.sh
+source deploy/local/lib.sh
+
+case "${1:-}" in
+  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+
+build_dir="${STIP_BUILD_DIR:-build}"
+started=$(now_s)
+phase() { log "$1 ($(elapsed_since "$started") s since start)"; }
+
+phase "installing what is missing"
+scripts/install-deps.sh
+
+phase "building in $build_dir"
+cmake -S . -B "$build_dir" -G Ninja -DSTIP_WERROR=ON >"$build_dir.configure.log" 2>&1 ||
+  { cat "$build_dir.configure.log" >&2; die "cmake failed"; }
+grep -E '^-- stip:' "$build_dir.configure.log" >&2 || true
+ninja -C "$build_dir" -j "$(nproc)"
+
+phase "linting the API"
+scripts/lint-proto.sh
+
+phase "starting Kafka and PostgreSQL on loopback"
+stop_servers() {
+  # Quietly, so that ctest's summary stays the last thing printed.
+  deploy/local/kafka.sh stop >>"$build_dir.servers.log" 2>&1 || true
+  deploy/local/postgres.sh stop >>"$build_dir.servers.log" 2>&1 || true
+}
+trap stop_servers EXIT
+deploy/local/kafka.sh start
+deploy/local/postgres.sh start
+STIP_TEST_KAFKA="127.0.0.1:${STIP_KAFKA_PORT:-19092}"
+STIP_TEST_POSTGRES="$(deploy/local/postgres.sh url)"
+export STIP_TEST_KAFKA STIP_TEST_POSTGRES
+
+phase "running the tests (Kafka at $STIP_TEST_KAFKA, PostgreSQL at $STIP_TEST_POSTGRES)"
+cd "$build_dir"
+status=0
+ctest --output-on-failure --timeout 1200 -j 2 "$@" || status=$?
+exit "$status"
