@@ -25,7 +25,7 @@ packages=(
   librdkafka-dev libabsl-dev libsqlite3-dev sqlite3 libpq-dev prometheus-cpp-dev
   libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev clang-format
   # the real servers the integration tests run against
   postgresql maven
 )

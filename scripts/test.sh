@@ -33,8 +33,9 @@ cmake -S . -B "$build_dir" -G Ninja -DSTIP_WERROR=ON >"$build_dir.configure.log"
 grep -E '^-- stip:' "$build_dir.configure.log" >&2 || true
 ninja -C "$build_dir" -j "$(nproc)"
 
-phase "linting the API"
+phase "linting the API and checking the format"
 scripts/lint-proto.sh
+scripts/format.sh --check
 
 phase "starting Kafka and PostgreSQL on loopback"
 stop_servers() {

@@ -99,12 +99,13 @@ else
 fi
 
 # as_server CMD...: run CMD as the server's OS user, from / (as root, the
-# caller's cwd, e.g. /root, is not readable by postgres).
+# caller's cwd, e.g. /root, is not readable by postgres). fd 9, the lock of
+# with_lock, is closed: a postmaster inheriting it would hold the lock forever.
 as_server() {
   if [ "$(id -u)" -eq 0 ]; then
-    (cd / && runuser -u "$SERVER_USER" -- "$@")
+    (cd / && runuser -u "$SERVER_USER" -- "$@") 9>&-
   else
-    (cd / && "$@")
+    (cd / && "$@") 9>&-
   fi
 }
 
