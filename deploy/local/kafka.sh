@@ -107,7 +107,7 @@ JAVA=""
 find_java() {
   local j v
   for j in "${JAVA_HOME:+$JAVA_HOME/bin/java}" "$(command -v java || true)"; do
-    [ -n "$j" ] && [ -x "$j" ] || continue
+    if [ -z "$j" ] || [ ! -x "$j" ]; then continue; fi
     v="$("$j" -XshowSettings:properties -version 2>&1 \
           | awk -F'= ' '/java.specification.version/ { print $2 }')"
     if [ "${v%%.*}" -ge 17 ] 2>/dev/null; then
@@ -130,7 +130,7 @@ ensure_java() {
 # Run a Kafka command line tool class from the jars, logging only warnings.
 kafka_tool() {
   ensure_java
-  "$JAVA" -Xmx192m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+  "$JAVA" -Xmx192m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true \
     -Dlog4j2.configurationFile="$TOOLS_LOG4J" \
     -cp "$LIBS/*" "$@"
 }
@@ -340,16 +340,17 @@ cmd_start() {
   # The inner shell writes its own pid, then execs the JVM: the pid file holds
   # exactly the broker's pid. setsid: own session, so that the caller's
   # terminal or process group going away does not take the broker with it.
+  # shellcheck disable=SC2016 # $$, $1 and $@ are the inner shell's
   setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDFILE" \
     "$JAVA" -Xms128m -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-    -Djava.awt.headless=true \
+    -Djava.awt.headless=true -Djava.net.preferIPv4Stack=true \
     -Dlog4j2.configurationFile="$LOG4J" \
     -cp "$LIBS/*" kafka.Kafka "$PROPS" \
     >"$LOGFILE" 2>&1 </dev/null 9>&- &
-  local i
-  for i in $(seq 1 50); do
-    [ -s "$PIDFILE" ] && break
+  local tries=50
+  while [ ! -s "$PIDFILE" ] && [ "$tries" -gt 0 ]; do
     sleep 0.1
+    tries=$((tries - 1))
   done
   pid="$(cat "$PIDFILE" 2>/dev/null || true)"
   [ -n "$pid" ] || die "could not start the broker (no pid written)"
@@ -372,7 +373,11 @@ cmd_stop() {
     if [ "$(date +%s)" -ge "$deadline" ]; then
       log "still running after $STOP_TIMEOUT s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
-      sleep 0.5
+      local tries=50
+      while is_ours "$pid" && [ "$tries" -gt 0 ]; do
+        sleep 0.1
+        tries=$((tries - 1))
+      done
       break
     fi
     sleep 0.2

@@ -5,6 +5,7 @@
 : "${LOG_TAG:=local}"
 
 STIP_CACHE="${STIP_CACHE_DIR:-$HOME/.cache/stip-compliance}"
+# shellcheck disable=SC2034 # used by the scripts that source this file
 STIP_STATE="${STIP_STATE_DIR:-$STIP_CACHE/state}"
 
 log()  { printf '%s: %s\n' "$LOG_TAG" "$*" >&2; }
@@ -63,5 +64,5 @@ check_port_number() {
   case "$2" in
     ''|*[!0-9]*) die "$1 must be a TCP port number, got '$2'" ;;
   esac
-  [ "$2" -ge 1 ] && [ "$2" -le 65535 ] || die "$1 out of range: $2"
+  if [ "$2" -lt 1 ] || [ "$2" -gt 65535 ]; then die "$1 out of range: $2"; fi
 }

@@ -191,14 +191,14 @@ init_cluster() {
   as_server "$PGBIN/initdb" -D "$DATA" -U postgres -A trust -E UTF8 \
       --locale="$locale" >"$STATE/postgres-initdb.log" 2>&1 \
     || { tail -n 20 "$STATE/postgres-initdb.log" >&2; die "initdb failed"; }
-  as_server sh -c 'printf "\n# deploy/local/postgres.sh settings, rewritten on every start\ninclude_if_exists = '"'"'stip.conf'"'"'\n" >>"$1"' \
-    _ "$DATA/postgresql.conf"
+  printf "\n# deploy/local/postgres.sh settings, rewritten on every start\ninclude_if_exists = 'stip.conf'\n" \
+    | as_server tee -a "$DATA/postgresql.conf" >/dev/null
 }
 
 write_config() {
   as_server mkdir -p "$BASE/run"
   # Written through the server user so that the file is its own.
-  as_server sh -c 'cat >"$1"' _ "$DATA/stip.conf" <<EOF
+  as_server tee "$DATA/stip.conf" >/dev/null <<EOF
 # Written by deploy/local/postgres.sh on every start: edit the script instead.
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
@@ -246,8 +246,8 @@ wait_ready() {
 }
 
 psql_admin() {
-  PGOPTIONS= "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 \
-    -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres "$@"
+  PGOPTIONS='' "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 \
+    -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres
 }
 
 ensure_db() {
@@ -260,7 +260,7 @@ SQL
 }
 
 server_version() {
-  PGOPTIONS= "$PGBIN/psql" -X -At -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" -d "$DB_NAME" \
+  PGOPTIONS='' "$PGBIN/psql" -X -At -h 127.0.0.1 -p "$PG_PORT" -U "$DB_USER" -d "$DB_NAME" \
     -c 'SHOW server_version' 2>/dev/null | cut -d' ' -f1
 }
 
