@@ -28,6 +28,8 @@ find_package(SQLite3 3.35 REQUIRED)
 find_package(PostgreSQL REQUIRED)
 find_package(prometheus-cpp CONFIG REQUIRED)
 find_package(spdlog 1.10 CONFIG REQUIRED)
+find_package(yaml-cpp CONFIG REQUIRED)  # policies as data (policies/*.yaml)
+find_package(OpenSSL REQUIRED)          # libcrypto's SHA-256, for decision ids
 find_package(CLI11 CONFIG QUIET)
 if(NOT CLI11_FOUND)
   # Debian 12's libcli11-dev ships a pkg-config file; Debian 13's also a CMake package.
@@ -38,6 +40,8 @@ endif()
 
 if(STIP_BUILD_TESTS)
   find_package(GTest REQUIRED)
+  # GMP's exact rationals: the independent oracle the evaluator's property test checks against.
+  pkg_check_modules(GMPXX REQUIRED IMPORTED_TARGET gmpxx)
 endif()
 if(STIP_BUILD_BENCH)
   find_package(benchmark REQUIRED)

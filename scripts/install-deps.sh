@@ -23,9 +23,11 @@ packages=(
   golang-github-gogo-googleapis-dev  # google/rpc/{status,error_details}.proto
   # libraries
   librdkafka-dev libabsl-dev libsqlite3-dev sqlite3 libpq-dev prometheus-cpp-dev
-  libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev
+  libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev libssl-dev
+  libutfcpp-dev  # UTF-8 validation for the filing validator (header-only)
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang-format
+  libgmp-dev  # exact rationals, the oracle of the evaluator's property test
   # the real servers the integration tests run against
   postgresql maven
 )

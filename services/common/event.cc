@@ -2,6 +2,9 @@
 
 #include "absl/strings/str_cat.h"
 
+// Debian 12's Abseil has its own absl::string_view, not std::string_view: strings cross into
+// Abseil as std::string.
+
 namespace stip {
 
 std::optional<std::string_view> ConsumedEvent::Header(std::string_view name) const {
@@ -40,7 +43,7 @@ std::optional<CloudEventAttributes> ReadCloudEventAttributes(const ConsumedEvent
   attributes.content_type = std::string(event.Header("content-type").value_or(""));
   std::string error;
   if (auto time = event.Header("ce_time");
-      !time || !absl::ParseTime(absl::RFC3339_full, *time, &attributes.time, &error)) {
+      !time || !absl::ParseTime(absl::RFC3339_full, std::string(*time), &attributes.time, &error)) {
     attributes.time = event.timestamp;
   }
   return attributes;

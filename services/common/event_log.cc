@@ -1,6 +1,5 @@
 #include "services/common/event_log.h"
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/kafka_event_log.h"
 #include "services/common/sqlite_event_log.h"
@@ -20,25 +19,25 @@ absl::StatusOr<std::unique_ptr<EventLog>> OpenEventLog(std::string_view url,
                                                         const EventLogOptions& options) {
   constexpr std::string_view kKafka = "kafka://";
   constexpr std::string_view kSqlite = "sqlite://";
-  if (absl::StartsWith(url, kKafka)) {
+  if (url.starts_with(kKafka)) {
     std::string_view bootstrap = url.substr(kKafka.size());
     if (bootstrap.empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("event log URL '", url, "' names no broker: use kafka://host:port"));
+          absl::StrCat("event log URL '", std::string(url), "' names no broker: use kafka://host:port"));
     }
     return OpenKafkaEventLog(std::string(bootstrap), options);
   }
-  if (absl::StartsWith(url, kSqlite)) {
+  if (url.starts_with(kSqlite)) {
     std::string_view path = url.substr(kSqlite.size());
     if (path.empty() || path.front() != '/') {
       return absl::InvalidArgumentError(absl::StrCat(
-          "event log URL '", url,
+          "event log URL '", std::string(url),
           "' needs an absolute path: use sqlite:///var/lib/stip/stip.db (three slashes)"));
     }
     return OpenSqliteEventLog(std::string(path), options);
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "event log URL '", url, "' is neither kafka://host:port nor sqlite:///path/to/file.db"));
+      "event log URL '", std::string(url), "' is neither kafka://host:port nor sqlite:///path/to/file.db"));
 }
 
 }  // namespace stip
