@@ -45,11 +45,14 @@ EventLogMetrics& GetEventLogMetrics() {
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& address) {
   try {
     auto exposer = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/1);
-    exposer->RegisterCollectable(
-        std::shared_ptr<prometheus::Registry>(&MetricsRegistry(), [](prometheus::Registry*) {}));
+    // Not owning: MetricsRegistry() is never destroyed.
+    auto registry =
+        std::shared_ptr<prometheus::Registry>(&MetricsRegistry(), [](prometheus::Registry*) {});
+    exposer->RegisterCollectable(registry);
     const auto ports = exposer->GetListeningPorts();
     const int port = ports.empty() ? 0 : ports.front();
-    return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(exposer), port));
+    return std::unique_ptr<MetricsServer>(
+        new MetricsServer(std::move(registry), std::move(exposer), port));
   } catch (const std::exception& e) {
     // civetweb reports a busy port or a bad address by throwing.
     return absl::UnavailableError(
@@ -57,8 +60,9 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   }
 }
 
-MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, int port)
-    : exposer_(std::move(exposer)), port_(port) {}
+MetricsServer::MetricsServer(std::shared_ptr<prometheus::Registry> registry,
+                             std::unique_ptr<prometheus::Exposer> exposer, int port)
+    : registry_(std::move(registry)), exposer_(std::move(exposer)), port_(port) {}
 
 MetricsServer::~MetricsServer() = default;
 

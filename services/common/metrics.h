@@ -43,7 +43,10 @@ class MetricsServer {
   int port() const { return port_; }
 
  private:
-  MetricsServer(std::unique_ptr<prometheus::Exposer> exposer, int port);
+  MetricsServer(std::shared_ptr<prometheus::Registry> registry,
+                std::unique_ptr<prometheus::Exposer> exposer, int port);
+  // The Exposer holds only a weak_ptr to what it serves: this keeps it alive.
+  std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_;
 };

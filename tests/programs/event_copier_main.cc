@@ -7,8 +7,6 @@
 // batch_delay_ms: a pause inside every batch, so that signals land mid-batch.
 // until_idle_ms: exit cleanly once nothing was consumed for that long (0: run until SIGTERM).
 // Exit status: 0 after a clean stop, 1 on an error, 2 on bad arguments.
-#include <signal.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -17,6 +15,9 @@
 #include <thread>
 
 #include "services/common/event_log.h"
+#include "services/common/health.h"
+#include "services/common/logging.h"
+#include "services/common/shutdown.h"
 
 namespace {
 
@@ -47,17 +48,15 @@ int main(int argc, char** argv) {
                  "[max_batch]\n";
     return 2;
   }
+  // The same shutdown path as the services: signals blocked before any thread starts, and
+  // SIGTERM runs the coordinator's steps (health NOT_SERVING, stop the processor, which
+  // finishes and commits the batch in hand).
+  stip::BlockShutdownSignals();
+  stip::InitLogging("event-copier", spdlog::level::info, stip::LogFormat::kJson);
   const std::string url = argv[1];
   const int batch_delay_ms = argc > 5 ? std::atoi(argv[5]) : 0;
   const int until_idle_ms = argc > 6 ? std::atoi(argv[6]) : 0;
   const int max_batch = argc > 7 ? std::atoi(argv[7]) : 500;
-
-  // Block SIGTERM before any thread starts, so that only the waiting thread receives it.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto log = stip::OpenEventLog(url);
   if (!log.ok()) {
@@ -77,12 +76,19 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::thread signal_waiter([&] {
-    int received = 0;
-    sigwait(&signals, &received);
-    (*processor)->Stop();
+  stip::ShutdownCoordinator shutdown(absl::Seconds(20));
+  stip::HealthReporter health;
+  stip::ProcessorThread copier("copier", processor->get(),
+                               shutdown.RequestShutdownOnFailure("copier"));
+  shutdown.AddStep("health NOT_SERVING", [&](absl::Time) {
+    health.SetServing(false, "draining");
+    return absl::OkStatus();
   });
-  signal_waiter.detach();
+  shutdown.AddStep("stop processors", stip::StopProcessorsStep({&copier}));
+  if (auto started = shutdown.Start(); !started.ok()) {
+    std::cerr << "event-copier: " << started << "\n";
+    return 1;
+  }
 
   std::atomic<bool> running{true};
   std::thread idle_watch;
@@ -98,14 +104,14 @@ int main(int argc, char** argv) {
           last = consumed;
           last_change = now;
         } else if (now - last_change > std::chrono::milliseconds(until_idle_ms)) {
-          (*processor)->Stop();
+          shutdown.RequestShutdown("idle");
           return;
         }
       }
     });
   }
 
-  const absl::Status status = (*processor)->Run();
+  const absl::Status status = shutdown.WaitForShutdown();
   running = false;
   if (idle_watch.joinable()) idle_watch.join();
   const auto counters = (*processor)->Counters();

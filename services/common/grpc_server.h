@@ -1,0 +1,171 @@
+// The gRPC edge every service shares: a server bootstrap with limits, health, reflection and
+// metrics; a channel factory with the same limits for service-to-service calls; deadlines;
+// and the one mapping from absl::Status to grpc::Status.
+//
+// gRPC 1.51 (Debian 12) gets no security fixes since December 2022 (HTTP/2 rapid reset is
+// among the known issues), so every server and channel made here has message-size,
+// concurrent-stream, metadata and connection limits, a keepalive policy, and every call a
+// deadline. Transport security: plaintext. In Kubernetes it is expected from the mesh or the
+// network policy; the admin port listens on loopback by default.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/support/status.h"
+#include "services/common/health.h"
+
+namespace grpc {
+class Channel;
+class ClientContext;
+class Server;
+class ServerContextBase;
+class Service;
+}  // namespace grpc
+
+namespace stip {
+
+// Limits shared by servers and the channels that call them. The defaults are the flags'.
+struct GrpcLimits {
+  // Largest message received or sent, in bytes. A larger request fails with
+  // RESOURCE_EXHAUSTED before it reaches the service.
+  int max_message_bytes = 4 * 1024 * 1024;
+  // Server: concurrent calls on one HTTP/2 connection.
+  int max_concurrent_streams = 100;
+  // Largest header block (metadata) accepted, in bytes; gRPC's default. Error details are
+  // kept within it by StatusToGrpc.
+  int max_metadata_bytes = 8 * 1024;
+  // Pings on an idle connection every keepalive_time; the connection is closed when a ping
+  // is not answered within keepalive_timeout. Clients made by MakeChannel ping this often.
+  absl::Duration keepalive_time = absl::Seconds(30);
+  absl::Duration keepalive_timeout = absl::Seconds(10);
+  // Server: clients may ping at most this often without data; more often is answered with
+  // GOAWAY (too_many_pings). At or below every client's keepalive_time.
+  absl::Duration min_client_ping_interval = absl::Seconds(10);
+  // Server: a connection without calls for this long is closed (InfiniteDuration: never).
+  absl::Duration max_connection_idle = absl::Minutes(5);
+  // Server: a connection older than this is asked to go away (GOAWAY), so that clients
+  // rebalance over new instances; calls still open get max_connection_age_grace to finish.
+  // Long Watch streams end then and resume from their cursor.
+  absl::Duration max_connection_age = absl::Minutes(30);
+  absl::Duration max_connection_age_grace = absl::Minutes(5);
+  // The deadline of work done for a call whose caller set none (see EffectiveDeadline).
+  absl::Duration default_rpc_deadline = absl::Seconds(30);
+};
+
+struct GrpcServerOptions {
+  // "host:port"; port 0 picks a free one (GrpcServer::port() tells which).
+  std::string listen_address = "0.0.0.0:0";
+  GrpcLimits limits;
+  // Serves grpc.reflection.v1alpha.ServerReflection (what grpcurl uses), on this server only.
+  bool enable_reflection = false;
+  // Threads the synchronous server may use for calls; 0 leaves gRPC's default. Calls beyond
+  // it fail with RESOURCE_EXHAUSTED rather than exhausting the process.
+  int max_threads = 0;
+  // Service names reported by the health service besides "" (the whole server, which is what
+  // Kubernetes' gRPC probes ask by default), e.g. "stip.v1.IntakeService".
+  std::vector<std::string> health_service_names;
+};
+
+// A running gRPC server. Thread-safe. Destroying it shuts it down at once (in-flight calls
+// are cancelled); Shutdown first to drain them.
+class GrpcServer {
+ public:
+  ~GrpcServer();
+  GrpcServer(const GrpcServer&) = delete;
+  GrpcServer& operator=(const GrpcServer&) = delete;
+
+  // The port bound, useful after listening on port 0.
+  int port() const { return port_; }
+  grpc::Server* server() { return server_.get(); }
+
+  // Reports NOT_SERVING, stops accepting calls, lets in-flight calls finish until `deadline`
+  // and then cancels them, and returns when every handler has returned. Blocks. Handlers of
+  // long-lived streams must end when ServerContext::IsCancelled() or when the stream write
+  // fails, or Shutdown waits for them. Idempotent.
+  void Shutdown(absl::Time deadline);
+
+ private:
+  friend absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
+      const GrpcServerOptions&, const std::vector<grpc::Service*>&, HealthReporter*);
+  GrpcServer() = default;
+
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::once_flag shutdown_once_;
+  // Last, so that it is destroyed first: no health change reaches a server being destroyed.
+  HealthReporter::Subscription health_subscription_;
+};
+
+// Builds and starts a server for `services` (each outlives the server) with the options'
+// limits, the standard health service (grpc.health.v1.Health), reflection when enabled,
+// and metrics for every call in MetricsRegistry():
+//   stip_grpc_server_handled_total{method,code}   calls finished, by full method name
+//                                                  ("/stip.v1.IntakeService/SubmitFiling")
+//                                                  and status code name ("OK")
+//   stip_grpc_server_handling_seconds{method}     time from the call's start to its status
+// When `health` is given the health service follows it (SERVING while it is); otherwise
+// the server is SERVING until Shutdown. kUnavailable, naming the address, when it cannot
+// listen.
+absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
+    const GrpcServerOptions& options, const std::vector<grpc::Service*>& services,
+    HealthReporter* health = nullptr);
+
+// A channel to `target` ("host:port", "dns:///name:port") for service-to-service calls,
+// with the same message-size and metadata limits and keepalive as the servers. Plaintext.
+// Never fails: connection errors show on calls.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const GrpcLimits& limits);
+
+// Deadlines. gRPC servers cannot impose a deadline on a call whose client set none; the
+// default applies to the work a handler does for it instead. Handlers bound their waits
+// (a publish, a database query) by EffectiveDeadline and make downstream calls with
+// DownstreamContext, so that no call holds resources forever and a caller's deadline
+// reaches every service the call passes through.
+//
+// The caller's deadline, or now + `default_deadline` when the caller set none.
+absl::Time EffectiveDeadline(const grpc::ServerContextBase& context,
+                             absl::Duration default_deadline);
+// A context for a call made while serving `context`: its deadline is
+// EffectiveDeadline(context, default_deadline), and it is cancelled when `context` is.
+std::unique_ptr<grpc::ClientContext> DownstreamContext(const grpc::ServerContextBase& context,
+                                                       absl::Duration default_deadline);
+// A context for a call made on no caller's behalf (stipctl, start-up checks).
+std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout);
+
+// Errors at the RPC edge. Modules return absl::Status; service classes return
+// StatusToGrpc(status) and nothing else, so that codes, messages and details are mapped in
+// one place. Payloads attached to the absl::Status under a type URL
+// ("type.googleapis.com/google.rpc.BadRequest") become the details of a google.rpc.Status
+// (grpc-status-details-bin), which clients read with grpc::ExtractErrorDetails. Messages
+// and details travel in trailers, which clients limit (8 KiB by default): a message is cut to
+// 1 KiB, and details to 4 KiB (a BadRequest keeps its first violations and a last one saying
+// how many more there are; other payloads that do not fit are left out). Codes map one to
+// one; messages pass unchanged otherwise, so they must not hold what callers may not see.
+grpc::Status StatusToGrpc(const absl::Status& status);
+// The reverse, for the results of downstream calls: code, message and details as payloads.
+absl::Status GrpcToStatus(const grpc::Status& status);
+
+// One invalid field of a request: `field` is the path of the field
+// ("filing.employees.rd_count", "filing.projects[2].title"), `description` says what is
+// wrong in words an enterprise understands.
+struct FieldViolation {
+  std::string field;
+  std::string description;
+  bool operator==(const FieldViolation&) const = default;
+};
+
+// kInvalidArgument with `message` and a google.rpc.BadRequest payload listing `violations`:
+// a plain absl::Status that validators return, turned into error details by StatusToGrpc.
+absl::Status InvalidArgumentWithViolations(std::string_view message,
+                                           const std::vector<FieldViolation>& violations);
+// The violations an InvalidArgumentWithViolations status carries (empty for others).
+std::vector<FieldViolation> FieldViolations(const absl::Status& status);
+
+}  // namespace stip

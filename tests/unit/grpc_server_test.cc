@@ -1,0 +1,482 @@
+#include "services/common/grpc_server.h"
+
+#include <unistd.h>
+
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/unknown_field_set.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/server_context.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/error_details.h"
+#include "gtest/gtest.h"
+#include "prometheus/metric_family.h"
+#include "services/common/health.h"
+#include "services/common/metrics.h"
+#include "stip/v1/assessment_service.grpc.pb.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+namespace stip {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kEvaluateFiling[] = "/stip.v1.AssessmentService/EvaluateFiling";
+constexpr char kGetPolicy[] = "/stip.v1.AssessmentService/GetPolicy";
+
+// EvaluateFiling answers OK; GetPolicy refuses with field violations; ListPolicies reports
+// the effective deadline it saw, in milliseconds, as its next_page_token.
+class TestAssessmentService final : public v1::AssessmentService::Service {
+ public:
+  explicit TestAssessmentService(absl::Duration default_deadline)
+      : default_deadline_(default_deadline) {}
+
+  grpc::Status EvaluateFiling(grpc::ServerContext*, const v1::EvaluateFilingRequest*,
+                              v1::EvaluateFilingResponse*) override {
+    return StatusToGrpc(absl::OkStatus());
+  }
+
+  grpc::Status GetPolicy(grpc::ServerContext*, const v1::GetPolicyRequest* request,
+                         v1::GetPolicyResponse*) override {
+    if (request->policy_id() == "missing") {
+      return StatusToGrpc(absl::NotFoundError("no policy \"missing\""));
+    }
+    if (request->policy_id() == "many") return ValidateFilingLike(request->version());
+    return StatusToGrpc(InvalidArgumentWithViolations(
+        "the request is not valid",
+        {{"policy_id", "must be a slug"}, {"version", "must not be negative"}}));
+  }
+
+  grpc::Status ValidateFilingLike(int violations) {
+    std::vector<FieldViolation> list;
+    for (int i = 0; i < violations; ++i) {
+      list.push_back({absl::StrCat("filing.projects[", i, "].title"),
+                      "must hold 1 to 200 characters without control characters"});
+    }
+    return StatusToGrpc(InvalidArgumentWithViolations(std::string(3000, 'm'), list));
+  }
+
+  grpc::Status ListPolicies(grpc::ServerContext* context, const v1::ListPoliciesRequest*,
+                            v1::ListPoliciesResponse* response) override {
+    const absl::Duration left = EffectiveDeadline(*context, default_deadline_) - absl::Now();
+    response->set_next_page_token(absl::StrCat(absl::ToInt64Milliseconds(left)));
+    // What a call to another service made from here would get.
+    const std::unique_ptr<grpc::ClientContext> downstream =
+        DownstreamContext(*context, default_deadline_);
+    const absl::Duration downstream_left = absl::FromChrono(downstream->deadline()) - absl::Now();
+    response->add_policies()->set_description(
+        absl::StrCat(absl::ToInt64Milliseconds(downstream_left)));
+    return grpc::Status::OK;
+  }
+
+ private:
+  absl::Duration default_deadline_;
+};
+
+GrpcServerOptions TestOptions() {
+  GrpcServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.limits.max_message_bytes = 64 * 1024;
+  options.limits.default_rpc_deadline = absl::Seconds(7);
+  return options;
+}
+
+std::string Target(const GrpcServer& server) { return absl::StrCat("127.0.0.1:", server.port()); }
+
+// A unary call through the generic stub, for services we have no generated code for.
+grpc::Status GenericUnaryCall(const std::shared_ptr<grpc::Channel>& channel,
+                              const std::string& method, const std::string& request,
+                              std::string* response) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::Slice slice(request);
+  grpc::ByteBuffer request_buffer(&slice, 1);
+  grpc::ByteBuffer response_buffer;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, method, grpc::StubOptions(), &request_buffer, &response_buffer,
+                 [&done](grpc::Status status) { done.set_value(std::move(status)); });
+  grpc::Status status = done.get_future().get();
+  if (status.ok() && response != nullptr) {
+    std::vector<grpc::Slice> slices;
+    (void)response_buffer.Dump(&slices);
+    response->clear();
+    for (const grpc::Slice& piece : slices) {
+      response->append(reinterpret_cast<const char*>(piece.begin()), piece.size());
+    }
+  }
+  return status;
+}
+
+// grpc.health.v1.Health/Check for `service`: 1 SERVING, 2 NOT_SERVING, -1 on error.
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, const std::string& service = "") {
+  // HealthCheckRequest { string service = 1; }
+  std::string request;
+  if (!service.empty()) {
+    request.push_back(0x0a);
+    request.push_back(static_cast<char>(service.size()));
+    request += service;
+  }
+  std::string response;
+  const grpc::Status status =
+      GenericUnaryCall(channel, "/grpc.health.v1.Health/Check", request, &response);
+  if (!status.ok()) return -1;
+  // HealthCheckResponse { ServingStatus status = 1; }
+  google::protobuf::UnknownFieldSet fields;
+  if (!fields.ParseFromString(response)) return -1;
+  for (int i = 0; i < fields.field_count(); ++i) {
+    if (fields.field(i).number() == 1) return static_cast<int>(fields.field(i).varint());
+  }
+  return 0;  // UNKNOWN, the default, is not on the wire
+}
+
+double CounterValue(const std::string& family, const std::map<std::string, std::string>& labels) {
+  for (const prometheus::MetricFamily& metrics : MetricsRegistry().Collect()) {
+    if (metrics.name != family) continue;
+    for (const prometheus::ClientMetric& metric : metrics.metric) {
+      std::map<std::string, std::string> have;
+      for (const auto& label : metric.label) have[label.name] = label.value;
+      bool match = true;
+      for (const auto& [name, value] : labels) match = match && have[name] == value;
+      if (!match) continue;
+      if (metrics.type == prometheus::MetricType::Counter) return metric.counter.value;
+      if (metrics.type == prometheus::MetricType::Histogram) {
+        return static_cast<double>(metric.histogram.sample_count);
+      }
+    }
+  }
+  return 0;
+}
+
+// GET http://127.0.0.1:port/path with a plain socket; the whole response.
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  (void)write(fd, request.data(), request.size());
+  std::string response;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
+  close(fd);
+  return response;
+}
+
+class GrpcServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = StartGrpcServer(TestOptions(), {&service_}, &health_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    channel_ = MakeChannel(Target(*server_), TestOptions().limits);
+    stub_ = v1::AssessmentService::NewStub(channel_);
+  }
+
+  TestAssessmentService service_{absl::Seconds(7)};
+  HealthReporter health_;
+  std::unique_ptr<GrpcServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::AssessmentService::Stub> stub_;
+};
+
+TEST_F(GrpcServerTest, ListensOnThePortItReports) {
+  EXPECT_GT(server_->port(), 0);
+  grpc::ClientContext context;
+  v1::EvaluateFilingRequest request;
+  v1::EvaluateFilingResponse response;
+  EXPECT_TRUE(stub_->EvaluateFiling(&context, request, &response).ok());
+}
+
+TEST_F(GrpcServerTest, HealthFollowsTheReporter) {
+  EXPECT_EQ(HealthStatus(channel_), 1);
+  health_.SetServing(false, "kafka");
+  EXPECT_EQ(HealthStatus(channel_), 2);
+  health_.SetServing(false, "database");
+  health_.SetServing(true, "kafka");
+  EXPECT_EQ(HealthStatus(channel_), 2);  // the database still holds it
+  health_.SetServing(true, "database");
+  EXPECT_EQ(HealthStatus(channel_), 1);
+}
+
+TEST_F(GrpcServerTest, ShutdownReportsNotServingAndStopsAcceptingCalls) {
+  server_->Shutdown(absl::Now() + absl::Seconds(1));
+  server_->Shutdown(absl::Now());  // idempotent
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  v1::EvaluateFilingResponse response;
+  EXPECT_FALSE(stub_->EvaluateFiling(&context, {}, &response).ok());
+}
+
+TEST_F(GrpcServerTest, MessageOverTheLimitIsRefused) {
+  v1::EvaluateFilingRequest request;
+  request.mutable_filing()->set_enterprise_name(std::string(100 * 1024, 'x'));
+  // A plain channel, which would send it: the server refuses it.
+  auto stub = v1::AssessmentService::NewStub(
+      grpc::CreateChannel(Target(*server_), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  v1::EvaluateFilingResponse response;
+  const grpc::Status status = stub->EvaluateFiling(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+
+  // MakeChannel's channel refuses to send it in the first place.
+  grpc::ClientContext context2;
+  EXPECT_EQ(stub_->EvaluateFiling(&context2, request, &response).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  // Under the limit passes.
+  request.mutable_filing()->set_enterprise_name(std::string(32 * 1024, 'x'));
+  grpc::ClientContext context3;
+  EXPECT_TRUE(stub_->EvaluateFiling(&context3, request, &response).ok());
+}
+
+TEST_F(GrpcServerTest, CallsAreCountedByMethodAndCode) {
+  const double ok_before =
+      CounterValue("stip_grpc_server_handled_total", {{"method", kEvaluateFiling}, {"code", "OK"}});
+  const double invalid_before = CounterValue(
+      "stip_grpc_server_handled_total", {{"method", kGetPolicy}, {"code", "INVALID_ARGUMENT"}});
+  const double not_found_before = CounterValue("stip_grpc_server_handled_total",
+                                               {{"method", kGetPolicy}, {"code", "NOT_FOUND"}});
+  const double timed_before =
+      CounterValue("stip_grpc_server_handling_seconds", {{"method", kEvaluateFiling}});
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext context;
+    v1::EvaluateFilingResponse response;
+    ASSERT_TRUE(stub_->EvaluateFiling(&context, {}, &response).ok());
+  }
+  {
+    grpc::ClientContext context;
+    v1::GetPolicyResponse response;
+    EXPECT_FALSE(stub_->GetPolicy(&context, {}, &response).ok());
+  }
+  {
+    grpc::ClientContext context;
+    v1::GetPolicyRequest request;
+    request.set_policy_id("missing");
+    v1::GetPolicyResponse response;
+    EXPECT_EQ(stub_->GetPolicy(&context, request, &response).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  EXPECT_EQ(
+      CounterValue("stip_grpc_server_handled_total", {{"method", kEvaluateFiling}, {"code", "OK"}}),
+      ok_before + 3);
+  EXPECT_EQ(CounterValue("stip_grpc_server_handled_total",
+                         {{"method", kGetPolicy}, {"code", "INVALID_ARGUMENT"}}),
+            invalid_before + 1);
+  EXPECT_EQ(CounterValue("stip_grpc_server_handled_total",
+                         {{"method", kGetPolicy}, {"code", "NOT_FOUND"}}),
+            not_found_before + 1);
+  EXPECT_EQ(CounterValue("stip_grpc_server_handling_seconds", {{"method", kEvaluateFiling}}),
+            timed_before + 3);
+}
+
+TEST_F(GrpcServerTest, MetricsAreServedOnTheAdminPort) {
+  {
+    grpc::ClientContext context;
+    v1::GetPolicyResponse response;
+    EXPECT_FALSE(stub_->GetPolicy(&context, {}, &response).ok());
+  }
+  auto metrics = MetricsServer::Start("127.0.0.1:0");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  const std::string page = HttpGet((*metrics)->port(), "/metrics");
+  EXPECT_THAT(page, HasSubstr("200 OK"));
+  EXPECT_THAT(page,
+              HasSubstr(absl::StrCat("stip_grpc_server_handled_total{code=\"INVALID_ARGUMENT\","
+                                     "method=\"",
+                                     kGetPolicy, "\"}")));
+  EXPECT_THAT(page, HasSubstr(absl::StrCat("stip_grpc_server_handling_seconds_bucket{method=\"",
+                                           kGetPolicy, "\",le=\"0.005\"}")));
+  EXPECT_THAT(page, HasSubstr("stip_health_serving"));
+}
+
+TEST_F(GrpcServerTest, BadRequestDetailsRoundTrip) {
+  grpc::ClientContext context;
+  v1::GetPolicyResponse response;
+  const grpc::Status status = stub_->GetPolicy(&context, {}, &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "the request is not valid");
+
+  google::rpc::Status details;
+  ASSERT_TRUE(grpc::ExtractErrorDetails(status, &details).ok());
+  EXPECT_EQ(details.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  ASSERT_EQ(details.details_size(), 1);
+  google::rpc::BadRequest bad_request;
+  ASSERT_TRUE(details.details(0).UnpackTo(&bad_request));
+  ASSERT_EQ(bad_request.field_violations_size(), 2);
+  EXPECT_EQ(bad_request.field_violations(0).field(), "policy_id");
+  EXPECT_EQ(bad_request.field_violations(0).description(), "must be a slug");
+  EXPECT_EQ(bad_request.field_violations(1).field(), "version");
+
+  // And back into an absl::Status, as a service calling another one sees it.
+  const absl::Status back = GrpcToStatus(status);
+  EXPECT_EQ(back.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FieldViolations(back),
+            (std::vector<FieldViolation>{{"policy_id", "must be a slug"},
+                                         {"version", "must not be negative"}}));
+}
+
+TEST_F(GrpcServerTest, ManyViolationsStayWithinWhatClientsAccept) {
+  // A plain channel, with gRPC's default 8 KiB limit on the trailers it receives.
+  auto stub = v1::AssessmentService::NewStub(
+      grpc::CreateChannel(Target(*server_), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  v1::GetPolicyRequest request;
+  request.set_policy_id("many");
+  request.set_version(500);
+  v1::GetPolicyResponse response;
+  const grpc::Status status = stub->GetPolicy(&context, request, &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_LE(status.error_message().size(), 1024u);
+  EXPECT_LE(status.error_details().size(), 4096u);
+  google::rpc::Status details;
+  ASSERT_TRUE(grpc::ExtractErrorDetails(status, &details).ok());
+  google::rpc::BadRequest bad_request;
+  ASSERT_TRUE(details.details(0).UnpackTo(&bad_request));
+  ASSERT_GT(bad_request.field_violations_size(), 10);
+  EXPECT_EQ(bad_request.field_violations(0).field(), "filing.projects[0].title");
+  const auto& last = bad_request.field_violations(bad_request.field_violations_size() - 1);
+  EXPECT_THAT(last.description(),
+              HasSubstr(absl::StrCat(500 - (bad_request.field_violations_size() - 1),
+                                     " more violations not shown")));
+}
+
+TEST(StatusToGrpcTest, LongMessageIsCutOnACharacterBoundary) {
+  std::string message;
+  for (int i = 0; i < 600; ++i) message += "园";  // 3 bytes each
+  const grpc::Status status = StatusToGrpc(absl::InvalidArgumentError(message));
+  EXPECT_LE(status.error_message().size(), 1024u);
+  EXPECT_TRUE(absl::EndsWith(status.error_message(), "园..."));
+}
+
+TEST_F(GrpcServerTest, DefaultDeadlineAppliesWhenTheCallerSetNone) {
+  {
+    grpc::ClientContext context;
+    v1::ListPoliciesResponse response;
+    ASSERT_TRUE(stub_->ListPolicies(&context, {}, &response).ok());
+    const int64_t left_ms = std::stoll(response.next_page_token());
+    EXPECT_GT(left_ms, 6000);
+    EXPECT_LE(left_ms, 7000);
+    const int64_t downstream_ms = std::stoll(response.policies(0).description());
+    EXPECT_GT(downstream_ms, 6000);
+    EXPECT_LE(downstream_ms, 7000);
+  }
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::ListPoliciesResponse response;
+    ASSERT_TRUE(stub_->ListPolicies(&context, {}, &response).ok());
+    const int64_t left_ms = std::stoll(response.next_page_token());
+    EXPECT_GT(left_ms, 1000);
+    EXPECT_LE(left_ms, 2100);  // the wire carries a timeout, rounded up
+    const int64_t downstream_ms = std::stoll(response.policies(0).description());
+    EXPECT_GT(downstream_ms, 1000);
+    EXPECT_LE(downstream_ms, 2100);
+  }
+}
+
+TEST_F(GrpcServerTest, ReflectionIsOffByDefault) {
+  std::string response;
+  // ServerReflectionRequest { list_services = 7: "" }
+  const grpc::Status status =
+      GenericUnaryCall(channel_, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                       std::string("\x3a\x00", 2), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST(GrpcServerReflectionTest, ReflectionListsTheServicesWhenEnabled) {
+  TestAssessmentService service(absl::Seconds(1));
+  GrpcServerOptions options = TestOptions();
+  options.enable_reflection = true;
+  auto server = StartGrpcServer(options, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = MakeChannel(Target(**server), options.limits);
+  std::string response;
+  const grpc::Status status =
+      GenericUnaryCall(channel, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                       std::string("\x3a\x00", 2), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_THAT(response, HasSubstr("stip.v1.AssessmentService"));
+  EXPECT_THAT(response, HasSubstr("grpc.health.v1.Health"));
+
+  // Another server of the same process, without reflection, has none.
+  auto plain = StartGrpcServer(TestOptions(), {&service});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(GenericUnaryCall(MakeChannel(Target(**plain), options.limits),
+                             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                             std::string("\x3a\x00", 2), &response)
+                .error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST(GrpcServerStartTest, WithoutReporterServesUntilShutdownAndNamesServices) {
+  TestAssessmentService service(absl::Seconds(1));
+  GrpcServerOptions options = TestOptions();
+  options.health_service_names = {"stip.v1.AssessmentService"};
+  auto server = StartGrpcServer(options, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = MakeChannel(Target(**server), options.limits);
+  EXPECT_EQ(HealthStatus(channel), 1);
+  EXPECT_EQ(HealthStatus(channel, "stip.v1.AssessmentService"), 1);
+  EXPECT_EQ(HealthStatus(channel, "stip.v1.NoSuchService"), -1);  // NOT_FOUND
+}
+
+TEST(GrpcServerStartTest, BusyPortIsReportedWithTheAddress) {
+  TestAssessmentService service(absl::Seconds(1));
+  auto first = StartGrpcServer(TestOptions(), {&service});
+  ASSERT_TRUE(first.ok()) << first.status();
+  GrpcServerOptions options = TestOptions();
+  options.listen_address = Target(**first);
+  TestAssessmentService other(absl::Seconds(1));
+  auto second = StartGrpcServer(options, {&other});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(), HasSubstr(options.listen_address));
+}
+
+TEST(GrpcServerStartTest, NoServicesIsRefused) {
+  EXPECT_EQ(StartGrpcServer(TestOptions(), {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(StatusToGrpcTest, MapsCodesAndMessages) {
+  EXPECT_TRUE(StatusToGrpc(absl::OkStatus()).ok());
+  const grpc::Status not_found = StatusToGrpc(absl::NotFoundError("no such park"));
+  EXPECT_EQ(not_found.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(not_found.error_message(), "no such park");
+  EXPECT_TRUE(not_found.error_details().empty());
+  EXPECT_EQ(StatusToGrpc(absl::UnavailableError("x")).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(StatusToGrpc(absl::FailedPreconditionError("x")).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(StatusToGrpc(absl::DeadlineExceededError("x")).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(StatusToGrpc(absl::UnauthenticatedError("x")).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(GrpcToStatus(grpc::Status(grpc::StatusCode::ABORTED, "y")), absl::AbortedError("y"));
+}
+
+TEST(StatusToGrpcTest, FieldViolationsOfOtherStatusesAreEmpty) {
+  EXPECT_TRUE(FieldViolations(absl::InvalidArgumentError("plain")).empty());
+  EXPECT_TRUE(FieldViolations(absl::OkStatus()).empty());
+}
+
+}  // namespace
+}  // namespace stip
