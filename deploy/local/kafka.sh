@@ -216,11 +216,15 @@ format_storage() {
     return 0
   fi
   local cid
-  if [ -s "$CLUSTER_ID_FILE" ]; then
+  if [ -s "$CLUSTER_ID_FILE" ] && [ "$(head -c1 "$CLUSTER_ID_FILE")" != "-" ]; then
     cid="$(cat "$CLUSTER_ID_FILE")"
   else
-    # A Kafka cluster id is 16 random bytes, base64url without padding.
-    cid="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    # A Kafka cluster id is 16 random bytes, base64url without padding; drawn again when it
+    # starts with '-', which StorageTool would read as an option.
+    cid="-"
+    while [ "${cid:0:1}" = "-" ]; do
+      cid="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
     printf '%s\n' "$cid" >"$CLUSTER_ID_FILE"
   fi
   log "formatting storage in $DATA (cluster id $cid)"
