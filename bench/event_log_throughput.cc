@@ -5,8 +5,6 @@
 // costs. Prints a Markdown table.
 //
 //   event-log-throughput --kafka 127.0.0.1:19092 [--events 200000] [--payload 200]
-#include <librdkafka/rdkafka.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -19,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "services/common/event_log.h"
+#include <librdkafka/rdkafka.h>
 
 namespace {
 
@@ -216,7 +215,8 @@ int main(int argc, char** argv) {
 
   std::cout << absl::StrFormat(
       "%d events of %d bytes, 3 partitions\n\n"
-      "| | publish (events/s) | vs raw | consume (events/s) | vs raw |\n|---|---:|---:|---:|---:|\n",
+      "| | publish (events/s) | vs raw | consume (events/s) | vs raw "
+      "|\n|---|---:|---:|---:|---:|\n",
       events, payload_bytes);
   for (const auto& row : rows) {
     std::cout << absl::StrFormat("| %s | %.0f | %.2f | %.0f | %.2f |\n", row.what,

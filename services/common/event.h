@@ -25,7 +25,8 @@ inline constexpr std::string_view kDeadLetterTopic = "stip.deadletter.v1";
 
 // Headers a dead-lettered event carries besides its own (Kafka Connect's convention).
 inline constexpr std::string_view kDeadLetterReasonHeader = "stip_dlq_reason";
-inline constexpr std::string_view kDeadLetterSourceHeader = "stip_dlq_source";  // topic/partition@offset
+inline constexpr std::string_view kDeadLetterSourceHeader =
+    "stip_dlq_source";  // topic/partition@offset
 
 inline constexpr std::string_view kContentTypeProtobuf = "application/protobuf";
 inline constexpr std::string_view kContentTypeJson = "application/json";

@@ -16,14 +16,14 @@ std::vector<TopicSpec> StandardTopics(int32_t partitions) {
 }
 
 absl::StatusOr<std::unique_ptr<EventLog>> OpenEventLog(std::string_view url,
-                                                        const EventLogOptions& options) {
+                                                       const EventLogOptions& options) {
   constexpr std::string_view kKafka = "kafka://";
   constexpr std::string_view kSqlite = "sqlite://";
   if (url.starts_with(kKafka)) {
     std::string_view bootstrap = url.substr(kKafka.size());
     if (bootstrap.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("event log URL '", std::string(url), "' names no broker: use kafka://host:port"));
+      return absl::InvalidArgumentError(absl::StrCat("event log URL '", std::string(url),
+                                                     "' names no broker: use kafka://host:port"));
     }
     return OpenKafkaEventLog(std::string(bootstrap), options);
   }
@@ -36,8 +36,9 @@ absl::StatusOr<std::unique_ptr<EventLog>> OpenEventLog(std::string_view url,
     }
     return OpenSqliteEventLog(std::string(path), options);
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "event log URL '", std::string(url), "' is neither kafka://host:port nor sqlite:///path/to/file.db"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("event log URL '", std::string(url),
+                   "' is neither kafka://host:port nor sqlite:///path/to/file.db"));
 }
 
 }  // namespace stip

@@ -120,8 +120,7 @@ class BatchHandler {
   // offsets committed, all at once. Any error: nothing of the batch is published, and the
   // same events are handed over again after a back-off. The handler must therefore have
   // no side effects outside `output` that a repeat would double.
-  virtual absl::Status HandleBatch(absl::Span<const ConsumedEvent> batch,
-                                   BatchOutput& output) = 0;
+  virtual absl::Status HandleBatch(absl::Span<const ConsumedEvent> batch, BatchOutput& output) = 0;
 };
 
 struct ProcessorOptions {
@@ -193,6 +192,6 @@ struct EventLogOptions {
 // Opens the backend a URL names: kafka://host:port[,host:port...] or sqlite:///path.
 // kInvalidArgument, naming the URL and what is wrong with it, for anything else.
 absl::StatusOr<std::unique_ptr<EventLog>> OpenEventLog(std::string_view url,
-                                                        const EventLogOptions& options = {});
+                                                       const EventLogOptions& options = {});
 
 }  // namespace stip

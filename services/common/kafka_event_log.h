@@ -11,6 +11,6 @@ namespace stip {
 
 // `bootstrap_servers` is librdkafka's bootstrap.servers ("host:port[,host:port]").
 absl::StatusOr<std::unique_ptr<EventLog>> OpenKafkaEventLog(const std::string& bootstrap_servers,
-                                                             const EventLogOptions& options);
+                                                            const EventLogOptions& options);
 
 }  // namespace stip

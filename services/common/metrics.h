@@ -24,11 +24,11 @@ prometheus::Registry& MetricsRegistry();
 
 // The event log's metric families, shared by both backends.
 struct EventLogMetrics {
-  prometheus::Family<prometheus::Counter>& events_consumed;   // {topic}
-  prometheus::Family<prometheus::Counter>& events_produced;   // {topic}
+  prometheus::Family<prometheus::Counter>& events_consumed;       // {topic}
+  prometheus::Family<prometheus::Counter>& events_produced;       // {topic}
   prometheus::Family<prometheus::Counter>& events_dead_lettered;  // {topic}
-  prometheus::Family<prometheus::Counter>& batches;           // {group, result=committed|aborted}
-  prometheus::Family<prometheus::Gauge>& consumer_lag;        // {group, topic, partition}
+  prometheus::Family<prometheus::Counter>& batches;            // {group, result=committed|aborted}
+  prometheus::Family<prometheus::Gauge>& consumer_lag;         // {group, topic, partition}
   prometheus::Family<prometheus::Histogram>& publish_seconds;  // {backend}
 };
 EventLogMetrics& GetEventLogMetrics();

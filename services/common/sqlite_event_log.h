@@ -11,6 +11,6 @@ namespace stip {
 
 // Opens (creating when missing) the event log in the SQLite file at `path`.
 absl::StatusOr<std::unique_ptr<EventLog>> OpenSqliteEventLog(const std::string& path,
-                                                              const EventLogOptions& options);
+                                                             const EventLogOptions& options);
 
 }  // namespace stip

@@ -1,7 +1,6 @@
 // The event log's contract (services/common/event_log.h), checked the same way on every
 // backend: SQLite on a temporary file, and Kafka on the real broker the test command starts.
 #include <signal.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <atomic>
@@ -19,6 +18,7 @@
 #include "services/common/event_log.h"
 #include "stip/v1/filing.pb.h"
 #include "tests/support/test_environment.h"
+#include <sys/wait.h>
 
 namespace stip {
 namespace {
@@ -36,8 +36,9 @@ std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
 class EventLogContractTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
-    url_ = GetParam() == Backend::kSqlite ? absl::StrCat("sqlite://", dir_.path().string(), "/log.db")
-                                          : absl::StrCat("kafka://", testing::KafkaBootstrap());
+    url_ = GetParam() == Backend::kSqlite
+               ? absl::StrCat("sqlite://", dir_.path().string(), "/log.db")
+               : absl::StrCat("kafka://", testing::KafkaBootstrap());
     EventLogOptions options;
     options.publish_timeout = absl::Seconds(30);
     auto log = OpenEventLog(url_, options);
@@ -292,7 +293,8 @@ TEST_P(EventLogContractTest, SigtermMidBatchFinishesTheBatchAndLosesNothing) {
   {
     // Slow batches (300 ms each), so that SIGTERM lands inside one.
     testing::ChildProcess copier(CopierArgs(input, output, group, /*batch_delay_ms=*/300, 0, 50));
-    std::this_thread::sleep_for(std::chrono::milliseconds(GetParam() == Backend::kKafka ? 6000 : 1500));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(GetParam() == Backend::kKafka ? 6000 : 1500));
     ASSERT_TRUE(copier.running());
     copier.Signal(SIGTERM);
     const int status = copier.Wait();

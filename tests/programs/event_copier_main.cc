@@ -31,7 +31,8 @@ class CopyHandler : public stip::BatchHandler {
     for (const auto& event : batch) {
       output.Emit({output_topic_, event.key, event.value, event.headers});
     }
-    if (batch_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(batch_delay_ms_));
+    if (batch_delay_ms_ > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(batch_delay_ms_));
     return absl::OkStatus();
   }
 

@@ -1,7 +1,6 @@
 #include "tests/support/test_environment.h"
 
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -11,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include <sys/wait.h>
 
 namespace stip::testing {
 namespace {

@@ -2,12 +2,12 @@
 // folders, child processes and memory readings.
 #pragma once
 
-#include <sys/types.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include <sys/types.h>
 
 namespace stip::testing {
 
