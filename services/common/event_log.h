@@ -59,6 +59,9 @@ class EventPublisher {
   // acknowledged will not be published later behind the caller's back. A retry after a
   // failure may publish an event twice; callers that must not make their event ids
   // idempotent (CloudEvents ce_id).
+  // `timeout` bounds the wait for room in the backend's queue; once the events are handed
+  // over, the wait for the acknowledgement is bounded by EventLogOptions::publish_timeout
+  // (Kafka's message.timeout.ms: librdkafka cannot take back a single message earlier).
   virtual absl::Status Publish(absl::Span<const OutgoingEvent> events, absl::Duration timeout) = 0;
 };
 

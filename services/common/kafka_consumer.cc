@@ -65,15 +65,19 @@ class KafkaConsumer final : public EventConsumer {
       }
       events.push_back(ToConsumedEvent(*message));
     }
-    std::map<std::string, int64_t> per_topic;
-    for (const ConsumedEvent& event : events) {
+    // librdkafka hands out a fetched partition's messages in a run: positions and counters
+    // are updated once per run, not with a string-keyed map look-up per event.
+    size_t run_start = 0;
+    for (size_t i = 0; i < events.size(); ++i) {
+      const ConsumedEvent& event = events[i];
+      const bool run_ends = i + 1 == events.size() || events[i + 1].partition != event.partition ||
+                            events[i + 1].topic != event.topic;
+      if (!run_ends) continue;
       positions_[{event.topic, event.partition}] = event.offset + 1;
-      ++per_topic[event.topic];
-    }
-    for (const auto& [topic, count] : per_topic) {
       GetEventLogMetrics()
-          .events_consumed.Add({{"topic", topic}})
-          .Increment(static_cast<double>(count));
+          .events_consumed.Add({{"topic", event.topic}})
+          .Increment(static_cast<double>(i + 1 - run_start));
+      run_start = i + 1;
     }
     return events;
   }
