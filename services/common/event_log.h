@@ -57,8 +57,8 @@ class EventPublisher {
   // outcome is known: when it fails (kUnavailable for a broker that cannot be reached
   // within `timeout`, kInvalidArgument for an unknown topic), the events that were not
   // acknowledged will not be published later behind the caller's back. A retry after a
-  // failure may publish an event twice; callers that must not make their event ids
-  // idempotent (CloudEvents ce_id).
+  // failure may publish an event twice: consumers drop repeats by the event's id
+  // (CloudEvents ce_id), which callers therefore derive from the content.
   // `timeout` bounds the wait for room in the backend's queue; once the events are handed
   // over, the wait for the acknowledgement is bounded by EventLogOptions::publish_timeout
   // (Kafka's message.timeout.ms: librdkafka cannot take back a single message earlier).
