@@ -33,11 +33,11 @@ std::string FilingIdFor(std::string_view uscc, int32_t fiscal_year, int32_t revi
 // The decision `request.filing` would get under `policies` at `now`, as the stream would
 // make it, with the filing id of FilingIdFor (a draft's revision 0 is taken as 1), no
 // supersedes link (a draft has no history) and the region overrides of `request.region`
-// (unset: the policy's own criteria; this service does not ask the registry). kInvalidArgument with field violations for a
-// draft the evaluator cannot take (no filing, USCC or fiscal year, a negative revision,
-// amount or headcount, an unknown region) and for a fiscal year no policy covers. This is
-// not intake's validator (IntakeService.ValidateFiling): a draft it would refuse for other
-// reasons still gets the decision its figures would get.
+// (unset: the policy's own criteria; this service does not ask the registry). kInvalidArgument with
+// field violations for a draft the evaluator cannot take (no filing, USCC or fiscal year, a
+// negative revision, amount or headcount, an unknown region) and for a fiscal year no policy
+// covers. This is not intake's validator (IntakeService.ValidateFiling): a draft it would refuse
+// for other reasons still gets the decision its figures would get.
 absl::StatusOr<v1::EvaluateFilingResponse> EvaluateDraft(const v1::EvaluateFilingRequest& request,
                                                          const PolicySet& policies, absl::Time now);
 
