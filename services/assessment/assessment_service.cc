@@ -46,10 +46,6 @@ google::protobuf::Timestamp ToTimestamp(absl::Time time) {
 
 }  // namespace
 
-std::string FilingIdFor(std::string_view uscc, int32_t fiscal_year, int32_t revision) {
-  return absl::StrCat(std::string(uscc), "/", fiscal_year, "/", revision);
-}
-
 absl::StatusOr<v1::EvaluateFilingResponse> EvaluateDraft(const v1::EvaluateFilingRequest& request,
                                                          const PolicySet& policies,
                                                          absl::Time now) {

@@ -17,6 +17,7 @@
 #include "grpcpp/server_context.h"
 #include "services/assessment/policy.h"
 #include "services/assessment/policy_store.h"
+#include "services/common/filing_id.h"
 #include "stip/v1/assessment_service.grpc.pb.h"
 
 namespace stip::assessment {
@@ -25,10 +26,6 @@ namespace stip::assessment {
 // (a larger page_size is served as this, per AIP-158).
 inline constexpr int32_t kDefaultPageSize = 50;
 inline constexpr int32_t kMaxPageSize = 100;
-
-// The filing id of a revision of an enterprise's filing for a year, as a draft evaluation
-// sets it: "<uscc>/<fiscal_year>/<revision>" (e.g. "91650100MA77XXXX1X/2024/2").
-std::string FilingIdFor(std::string_view uscc, int32_t fiscal_year, int32_t revision);
 
 // The decision `request.filing` would get under `policies` at `now`, as the stream would
 // make it, with the filing id of FilingIdFor (a draft's revision 0 is taken as 1), no

@@ -1,0 +1,589 @@
+// IntakeService over a real in-process gRPC server, with a RegistryService fake of our own
+// (also a real gRPC server, on port 0) and the SQLite event log: field violations of an
+// invalid filing, idempotent retries (one event, the original receipt; concurrent retries;
+// after a restart, answered from the registry's record), request_id reuse, stale revisions,
+// enrollment, the registry or the event log unreachable, ValidateFiling, and a bulk
+// SubmitFilings stream answered one response per request, in order.
+#include "services/intake/intake_service.h"
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/support/error_details.h"
+#include "gtest/gtest.h"
+#include "prometheus/metric_family.h"
+#include "services/common/event_log.h"
+#include "services/common/grpc_server.h"
+#include "services/common/metrics.h"
+#include "services/intake/filing_intake.h"
+#include "services/intake/registry_client.h"
+#include "services/intake/uscc.h"
+#include "stip/v1/intake_service.grpc.pb.h"
+#include "stip/v1/registry_service.grpc.pb.h"
+#include "tests/support/test_environment.h"
+
+namespace stip::intake {
+namespace {
+
+using ::google::protobuf::util::MessageDifferencer;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+constexpr char kPark[] = "urumqi-hnz";
+constexpr char kOtherPark[] = "kunming-hnz";
+
+// A valid USCC per index: "91650100MA" + 7 digits + the check character.
+std::string UsccFor(int index) {
+  const std::string first17 = absl::StrFormat("91650100MA%07d", index);
+  return first17 + *UsccCheckCharacter(first17);
+}
+
+v1::AnnualFiling ValidFiling(const std::string& uscc, int revision = 1) {
+  v1::AnnualFiling filing;
+  filing.set_uscc(uscc);
+  filing.set_park_id(kPark);
+  filing.set_fiscal_year(2024);
+  filing.set_revision(revision);
+  filing.set_gross_revenue_fen(100'000'000);
+  filing.set_rd_expenditure_fen(5'000'000);
+  filing.set_total_employees(100);
+  filing.set_tertiary_educated_employees(40);
+  filing.set_rd_employees(15);
+  v1::HiTechProject* project = filing.add_projects();
+  project->set_project_id("p-1");
+  project->set_title("Solar inverter");
+  project->set_field(v1::TECHNOLOGY_FIELD_NEW_ENERGY);
+  project->set_stage(v1::PROJECT_STAGE_DEVELOPMENT);
+  return filing;
+}
+
+// The registry as intake sees it: parks, enterprises with their latest revisions, and
+// recorded filings, from fixtures.
+class FakeRegistry final : public v1::RegistryService::Service {
+ public:
+  FakeRegistry() {
+    AddPark(kPark, v1::ECONOMIC_REGION_WESTERN, 1992);
+    AddPark(kOtherPark, v1::ECONOMIC_REGION_WESTERN, 1992);
+  }
+
+  void AddPark(const std::string& id, v1::EconomicRegion region, int year_founded) {
+    absl::MutexLock lock(&mu_);
+    v1::Park park;
+    park.set_park_id(id);
+    park.set_region(region);
+    park.set_year_founded(year_founded);
+    parks_.push_back(park);
+  }
+  void Enroll(const std::string& uscc, const std::string& park_id = kPark) {
+    absl::MutexLock lock(&mu_);
+    v1::Enterprise& enterprise = enterprises_[uscc];
+    enterprise.set_uscc(uscc);
+    enterprise.set_park_id(park_id);
+    enterprise.set_region(v1::ECONOMIC_REGION_WESTERN);
+  }
+  // As the registry applies an AcceptedFiling from stip.filings.v1.
+  void Record(const v1::AcceptedFiling& filing) {
+    absl::MutexLock lock(&mu_);
+    filings_[filing.filing_id()] = filing;
+    v1::Enterprise& enterprise = enterprises_[filing.filing().uscc()];
+    v1::FiledRevision* filed = nullptr;
+    for (v1::FiledRevision& revision : *enterprise.mutable_latest_revisions()) {
+      if (revision.fiscal_year() == filing.filing().fiscal_year()) filed = &revision;
+    }
+    if (filed == nullptr) filed = enterprise.add_latest_revisions();
+    filed->set_fiscal_year(filing.filing().fiscal_year());
+    filed->set_revision(filing.filing().revision());
+    filed->set_filing_id(filing.filing_id());
+  }
+
+  grpc::Status ListParks(grpc::ServerContext*, const v1::ListParksRequest*,
+                         v1::ListParksResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    for (const v1::Park& park : parks_) *response->add_parks() = park;
+    return grpc::Status::OK;
+  }
+  grpc::Status GetEnterprise(grpc::ServerContext*, const v1::GetEnterpriseRequest* request,
+                             v1::GetEnterpriseResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    auto it = enterprises_.find(request->uscc());
+    if (it == enterprises_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such");
+    *response->mutable_enterprise() = it->second;
+    return grpc::Status::OK;
+  }
+  grpc::Status GetFiling(grpc::ServerContext*, const v1::GetFilingRequest* request,
+                         v1::GetFilingResponse* response) override {
+    absl::MutexLock lock(&mu_);
+    auto it = filings_.find(request->filing_id());
+    if (it == filings_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such");
+    *response->mutable_filing() = it->second;
+    return grpc::Status::OK;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<v1::Park> parks_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, v1::Enterprise> enterprises_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, v1::AcceptedFiling> filings_ ABSL_GUARDED_BY(mu_);
+};
+
+GrpcServerOptions LocalServer() {
+  GrpcServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  return options;
+}
+
+// The google.rpc.Status details of a failed call.
+google::rpc::Status Details(const grpc::Status& status) {
+  google::rpc::Status details;
+  EXPECT_TRUE(grpc::ExtractErrorDetails(status, &details).ok());
+  return details;
+}
+
+google::rpc::BadRequest BadRequestOf(const grpc::Status& status) {
+  google::rpc::BadRequest bad_request;
+  const google::rpc::Status details = Details(status);
+  for (const auto& any : details.details()) {
+    if (any.UnpackTo(&bad_request)) return bad_request;
+  }
+  ADD_FAILURE() << "no BadRequest in the details of " << status.error_message();
+  return bad_request;
+}
+
+google::rpc::PreconditionFailure PreconditionFailureOf(const grpc::Status& status) {
+  google::rpc::PreconditionFailure failure;
+  const google::rpc::Status details = Details(status);
+  for (const auto& any : details.details()) {
+    if (any.UnpackTo(&failure)) return failure;
+  }
+  ADD_FAILURE() << "no PreconditionFailure in the details of " << status.error_message();
+  return failure;
+}
+
+// The value of a counter of MetricsRegistry() with one label, or -1 when there is none.
+double CounterValue(const std::string& name, const std::string& label, const std::string& value) {
+  for (const prometheus::MetricFamily& family : MetricsRegistry().Collect()) {
+    if (family.name != name) continue;
+    for (const prometheus::ClientMetric& metric : family.metric) {
+      for (const prometheus::ClientMetric::Label& pair : metric.label) {
+        if (pair.name == label && pair.value == value) return metric.counter.value;
+      }
+    }
+  }
+  return -1;
+}
+
+class IntakeServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto log = OpenEventLog(absl::StrCat("sqlite://", (dir_.path() / "events.db").string()));
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = std::move(*log);
+    ASSERT_TRUE(log_->EnsureTopics(StandardTopics(3)).ok());
+    auto publisher = log_->NewPublisher();
+    ASSERT_TRUE(publisher.ok()) << publisher.status();
+    publisher_ = std::move(*publisher);
+
+    auto registry_server = StartGrpcServer(LocalServer(), {&fake_registry_});
+    ASSERT_TRUE(registry_server.ok()) << registry_server.status();
+    registry_server_ = std::move(*registry_server);
+    registry_ = std::make_unique<RegistryClient>(
+        MakeChannel(absl::StrCat("127.0.0.1:", registry_server_->port()), GrpcLimits{}));
+    StartIntake();
+  }
+
+  // (Re)starts intake with a fresh idempotency cache, as after a restart.
+  void StartIntake(FilingIntakeOptions options = {}) {
+    if (server_ != nullptr) server_->Shutdown(absl::Now());
+    server_.reset();
+    service_.reset();
+    intake_ = std::make_unique<FilingIntake>(registry_.get(), publisher_.get(), options);
+    service_ = std::make_unique<IntakeServiceImpl>(intake_.get(), IntakeServiceOptions{});
+    auto server = StartGrpcServer(LocalServer(), {service_.get()});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    stub_ = v1::IntakeService::NewStub(
+        MakeChannel(absl::StrCat("127.0.0.1:", server_->port()), GrpcLimits{}));
+  }
+
+  grpc::Status Submit(const std::string& request_id, const v1::AnnualFiling& filing,
+                      v1::SubmitFilingResponse* response) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    v1::SubmitFilingRequest request;
+    request.set_request_id(request_id);
+    *request.mutable_filing() = filing;
+    return stub_->SubmitFiling(&context, request, response);
+  }
+
+  // Every AcceptedFiling on stip.filings.v1 so far.
+  std::vector<v1::AcceptedFiling> Published() {
+    std::vector<v1::AcceptedFiling> filings;
+    auto consumer =
+        log_->NewConsumer({testing::UniqueName("reader"), {std::string(kFilingsTopic)}});
+    EXPECT_TRUE(consumer.ok()) << consumer.status();
+    if (!consumer.ok()) return filings;
+    while (true) {
+      auto events = (*consumer)->Poll(10000, absl::Milliseconds(200));
+      EXPECT_TRUE(events.ok()) << events.status();
+      if (!events.ok() || events->empty()) break;
+      for (const ConsumedEvent& event : *events) {
+        v1::AcceptedFiling filing;
+        EXPECT_TRUE(filing.ParseFromString(event.value));
+        EXPECT_EQ(event.key, filing.filing().uscc());
+        auto attributes = ReadCloudEventAttributes(event);
+        EXPECT_TRUE(attributes.has_value());
+        if (attributes.has_value()) {
+          EXPECT_EQ(attributes->id, filing.filing_id());
+          EXPECT_EQ(attributes->type, "stip.v1.AcceptedFiling");
+          EXPECT_EQ(attributes->source, "/stip/intake");
+        }
+        filings.push_back(filing);
+      }
+    }
+    (*consumer)->Close(absl::Seconds(1)).IgnoreError();
+    return filings;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<EventLog> log_;
+  std::unique_ptr<EventPublisher> publisher_;
+  FakeRegistry fake_registry_;
+  std::unique_ptr<GrpcServer> registry_server_;
+  std::unique_ptr<RegistryClient> registry_;
+  std::unique_ptr<FilingIntake> intake_;
+  std::unique_ptr<IntakeServiceImpl> service_;
+  std::unique_ptr<GrpcServer> server_;
+  std::unique_ptr<v1::IntakeService::Stub> stub_;
+};
+
+TEST_F(IntakeServiceTest, AcceptsAndPublishesOnce) {
+  const std::string uscc = UsccFor(1);
+  fake_registry_.Enroll(uscc);
+  v1::SubmitFilingResponse response;
+  const grpc::Status status = Submit("req-1", ValidFiling(uscc), &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const v1::FilingReceipt& receipt = response.receipt();
+  EXPECT_EQ(receipt.filing_id(), absl::StrCat(uscc, "/2024/1"));
+  EXPECT_EQ(receipt.uscc(), uscc);
+  EXPECT_EQ(receipt.fiscal_year(), 2024);
+  EXPECT_EQ(receipt.revision(), 1);
+  EXPECT_EQ(receipt.request_id(), "req-1");
+  EXPECT_GT(receipt.receive_time().seconds(), 0);
+
+  const std::vector<v1::AcceptedFiling> published = Published();
+  ASSERT_THAT(published, SizeIs(1));
+  EXPECT_EQ(published[0].filing_id(), receipt.filing_id());
+  EXPECT_EQ(published[0].region(), v1::ECONOMIC_REGION_WESTERN);
+  EXPECT_EQ(published[0].request_id(), "req-1");
+  EXPECT_EQ(published[0].content_sha256(), ContentSha256(ValidFiling(uscc)));
+  EXPECT_THAT(published[0].content_sha256(), SizeIs(64));
+  EXPECT_TRUE(MessageDifferencer::Equals(published[0].filing(), ValidFiling(uscc)));
+  EXPECT_TRUE(MessageDifferencer::Equals(published[0].receive_time(), receipt.receive_time()));
+  EXPECT_GE(CounterValue("stip_intake_filings_total", "result", "accepted"), 1);
+}
+
+TEST_F(IntakeServiceTest, InvalidFilingAnswersEveryFieldViolation) {
+  v1::AnnualFiling filing = ValidFiling(UsccFor(2));
+  filing.set_uscc("91650100MA0000002Z");  // wrong check character and a Z
+  filing.set_park_id("no-such-park");
+  filing.set_fiscal_year(1980);
+  filing.set_revision(0);
+  filing.set_gross_revenue_fen(-1);
+  filing.set_rd_expenditure_fen(-1);
+  filing.set_total_employees(10);
+  filing.set_tertiary_educated_employees(11);
+  filing.set_rd_employees(-1);
+  filing.mutable_projects(0)->set_title("");
+  filing.mutable_projects(0)->set_stage(v1::PROJECT_STAGE_UNSPECIFIED);
+  v1::HiTechProject* duplicate = filing.add_projects();
+  *duplicate = filing.projects(0);
+  duplicate->set_project_id("P-1");
+  filing.set_enterprise_name("line\nbreak");
+
+  v1::SubmitFilingResponse response;
+  const grpc::Status status = Submit("req-invalid", filing, &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("not valid"));
+  const google::rpc::BadRequest bad_request = BadRequestOf(status);
+
+  // Exactly the validator's violations, in its order, with the reason code first.
+  InMemoryParkDirectory parks({{kPark, ParkFacts{1992, v1::ECONOMIC_REGION_WESTERN}}});
+  const ValidationResult expected =
+      ValidateFiling(filing, parks, ValidationOptions::ForTime(absl::Now()));
+  ASSERT_EQ(bad_request.field_violations_size(), static_cast<int>(expected.violations.size()));
+  std::vector<std::string> fields;
+  for (int i = 0; i < bad_request.field_violations_size(); ++i) {
+    const auto& violation = bad_request.field_violations(i);
+    EXPECT_EQ(violation.field(), expected.violations[i].field());
+    EXPECT_EQ(violation.description(), absl::StrCat(expected.violations[i].reason(), ": ",
+                                                    expected.violations[i].message()));
+    fields.push_back(violation.field());
+  }
+  EXPECT_GE(CounterValue("stip_intake_filings_total", "result", "refused"), 1);
+  EXPECT_GE(CounterValue("stip_intake_violations_total", "reason", expected.violations[0].reason()),
+            1);
+  for (const char* field :
+       {"filing.uscc", "filing.park_id", "filing.fiscal_year", "filing.revision",
+        "filing.gross_revenue_fen", "filing.rd_expenditure_fen",
+        "filing.tertiary_educated_employees", "filing.rd_employees", "filing.projects[0].title",
+        "filing.projects[0].stage", "filing.projects[1].project_id", "filing.enterprise_name"}) {
+    EXPECT_THAT(fields, ::testing::Contains(field));
+  }
+  EXPECT_THAT(Published(), SizeIs(0));
+}
+
+TEST_F(IntakeServiceTest, RequestIdIsRequired) {
+  fake_registry_.Enroll(UsccFor(3));
+  v1::SubmitFilingResponse response;
+  const grpc::Status status = Submit("", ValidFiling(UsccFor(3)), &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  const google::rpc::BadRequest bad_request = BadRequestOf(status);
+  ASSERT_EQ(bad_request.field_violations_size(), 1);
+  EXPECT_EQ(bad_request.field_violations(0).field(), "request_id");
+  EXPECT_THAT(bad_request.field_violations(0).description(), HasSubstr("REQUEST_ID_REQUIRED"));
+}
+
+TEST_F(IntakeServiceTest, RetryGetsTheOriginalReceiptAndOneEvent) {
+  const std::string uscc = UsccFor(4);
+  fake_registry_.Enroll(uscc);
+  v1::SubmitFilingResponse first;
+  ASSERT_TRUE(Submit("req-4", ValidFiling(uscc), &first).ok());
+  absl::SleepFor(absl::Milliseconds(20));
+  v1::SubmitFilingResponse second;
+  ASSERT_TRUE(Submit("req-4", ValidFiling(uscc), &second).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(first, second))
+      << first.DebugString() << " vs " << second.DebugString();
+  EXPECT_THAT(Published(), SizeIs(1));
+}
+
+TEST_F(IntakeServiceTest, ConcurrentRetriesPublishOnce) {
+  const std::string uscc = UsccFor(5);
+  fake_registry_.Enroll(uscc);
+  constexpr int kAttempts = 8;
+  std::vector<v1::SubmitFilingResponse> responses(kAttempts);
+  std::vector<grpc::Status> statuses(kAttempts);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kAttempts; ++i) {
+    threads.emplace_back(
+        [&, i] { statuses[i] = Submit("req-5", ValidFiling(uscc), &responses[i]); });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (int i = 0; i < kAttempts; ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i].error_message();
+    EXPECT_TRUE(MessageDifferencer::Equals(responses[0], responses[i]));
+  }
+  EXPECT_THAT(Published(), SizeIs(1));
+}
+
+TEST_F(IntakeServiceTest, RetryAfterRestartIsAnsweredFromTheRegistry) {
+  const std::string uscc = UsccFor(6);
+  fake_registry_.Enroll(uscc);
+  v1::SubmitFilingResponse first;
+  ASSERT_TRUE(Submit("req-6", ValidFiling(uscc), &first).ok());
+  std::vector<v1::AcceptedFiling> published = Published();
+  ASSERT_THAT(published, SizeIs(1));
+  fake_registry_.Record(published[0]);
+
+  StartIntake();                             // the idempotency cache is gone
+  absl::SleepFor(absl::Milliseconds(2100));  // and the enterprise cache is stale
+  v1::SubmitFilingResponse retry;
+  ASSERT_TRUE(Submit("req-6", ValidFiling(uscc), &retry).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(first, retry))
+      << first.DebugString() << " vs " << retry.DebugString();
+  EXPECT_THAT(Published(), SizeIs(1));
+
+  // Another request for the same revision is not a retry.
+  v1::SubmitFilingResponse other;
+  const grpc::Status status = Submit("req-6b", ValidFiling(uscc), &other);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("revision 1"));
+}
+
+TEST_F(IntakeServiceTest, SameRequestIdWithAnotherFilingIsRefused) {
+  const std::string uscc = UsccFor(7);
+  fake_registry_.Enroll(uscc);
+  v1::SubmitFilingResponse response;
+  ASSERT_TRUE(Submit("req-7", ValidFiling(uscc), &response).ok());
+  v1::AnnualFiling changed = ValidFiling(uscc);
+  changed.set_rd_employees(20);
+  const grpc::Status status = Submit("req-7", changed, &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("already used for a different filing"));
+  const google::rpc::BadRequest bad_request = BadRequestOf(status);
+  ASSERT_EQ(bad_request.field_violations_size(), 1);
+  EXPECT_EQ(bad_request.field_violations(0).field(), "request_id");
+  EXPECT_THAT(bad_request.field_violations(0).description(), HasSubstr("REQUEST_ID_REUSED"));
+  EXPECT_THAT(Published(), SizeIs(1));
+}
+
+TEST_F(IntakeServiceTest, StaleRevisionNamesTheCurrentOne) {
+  const std::string uscc = UsccFor(8);
+  fake_registry_.Enroll(uscc);
+  v1::AcceptedFiling recorded;
+  recorded.set_filing_id(FilingIdFor(uscc, 2024, 3));
+  *recorded.mutable_filing() = ValidFiling(uscc, 3);
+  recorded.set_request_id("someone-else");
+  fake_registry_.Record(recorded);
+
+  v1::SubmitFilingResponse response;
+  const grpc::Status status = Submit("req-8", ValidFiling(uscc, 2), &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("current revision"));
+  EXPECT_THAT(status.error_message(), HasSubstr("revision 3"));
+  const google::rpc::PreconditionFailure failure = PreconditionFailureOf(status);
+  ASSERT_EQ(failure.violations_size(), 1);
+  EXPECT_EQ(failure.violations(0).type(), "REVISION_NOT_NEWER");
+  EXPECT_EQ(failure.violations(0).subject(), "filing.revision");
+  EXPECT_THAT(failure.violations(0).description(), HasSubstr("revision 4"));
+
+  // Revision 4 goes through; a second request for it, before the registry has recorded
+  // it, is refused by intake itself.
+  ASSERT_TRUE(Submit("req-8b", ValidFiling(uscc, 4), &response).ok());
+  const grpc::Status again = Submit("req-8c", ValidFiling(uscc, 4), &response);
+  ASSERT_EQ(again.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(again.error_message(), HasSubstr("revision 4"));
+  EXPECT_THAT(Published(), SizeIs(1));
+}
+
+TEST_F(IntakeServiceTest, EnrollmentIsChecked) {
+  v1::SubmitFilingResponse response;
+  const grpc::Status missing = Submit("req-9", ValidFiling(UsccFor(9)), &response);
+  ASSERT_EQ(missing.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(missing.error_message(), HasSubstr("not enrolled"));
+  EXPECT_EQ(PreconditionFailureOf(missing).violations(0).type(), "ENTERPRISE_NOT_ENROLLED");
+  EXPECT_EQ(PreconditionFailureOf(missing).violations(0).subject(), "filing.uscc");
+
+  fake_registry_.Enroll(UsccFor(10), kOtherPark);
+  const grpc::Status elsewhere = Submit("req-10", ValidFiling(UsccFor(10)), &response);
+  ASSERT_EQ(elsewhere.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(elsewhere.error_message(), HasSubstr(kOtherPark));
+  EXPECT_EQ(PreconditionFailureOf(elsewhere).violations(0).type(), "ENTERPRISE_IN_OTHER_PARK");
+  EXPECT_THAT(Published(), SizeIs(0));
+}
+
+TEST_F(IntakeServiceTest, RegistryDownIsUnavailable) {
+  // Nothing listens on port 1.
+  RegistryClient unreachable(MakeChannel("127.0.0.1:1", GrpcLimits{}),
+                             {.call_timeout = absl::Seconds(2)});
+  FilingIntake intake(&unreachable, publisher_.get(), {});
+  fake_registry_.Enroll(UsccFor(11));
+  const std::vector<SubmissionOutcome> outcomes = intake.Submit(
+      {Submission{"req-11", ValidFiling(UsccFor(11))}}, absl::Now() + absl::Seconds(5));
+  ASSERT_THAT(outcomes, SizeIs(1));
+  EXPECT_EQ(outcomes[0].status.code(), absl::StatusCode::kUnavailable) << outcomes[0].status;
+  EXPECT_THAT(Published(), SizeIs(0));
+  // Over gRPC too.
+  IntakeServiceImpl service(&intake, {});
+  auto server = StartGrpcServer(LocalServer(), {&service});
+  ASSERT_TRUE(server.ok());
+  auto stub = v1::IntakeService::NewStub(
+      MakeChannel(absl::StrCat("127.0.0.1:", (*server)->port()), GrpcLimits{}));
+  grpc::ClientContext context;
+  v1::SubmitFilingRequest request;
+  request.set_request_id("req-11");
+  *request.mutable_filing() = ValidFiling(UsccFor(11));
+  v1::SubmitFilingResponse response;
+  EXPECT_EQ(stub->SubmitFiling(&context, request, &response).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(IntakeServiceTest, PublishFailureIsUnavailableAndForgotten) {
+  StartIntake({.filings_topic = "no.such.topic"});
+  fake_registry_.Enroll(UsccFor(12));
+  v1::SubmitFilingResponse response;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const grpc::Status status = Submit("req-12", ValidFiling(UsccFor(12)), &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  }
+  EXPECT_THAT(Published(), SizeIs(0));
+}
+
+TEST_F(IntakeServiceTest, ValidateFilingPublishesNothing) {
+  grpc::ClientContext context;
+  v1::ValidateFilingRequest request;
+  *request.mutable_filing() = ValidFiling(UsccFor(13));
+  request.mutable_filing()->set_rd_expenditure_fen(200'000'000);  // above revenue: a warning
+  v1::ValidateFilingResponse response;
+  ASSERT_TRUE(stub_->ValidateFiling(&context, request, &response).ok());
+  EXPECT_TRUE(response.valid());
+  EXPECT_THAT(response.violations(), SizeIs(0));
+  ASSERT_THAT(response.warnings(), SizeIs(1));
+  EXPECT_EQ(response.warnings(0).code(), "RD_EXCEEDS_REVENUE");
+
+  grpc::ClientContext invalid_context;
+  request.mutable_filing()->set_revision(0);
+  ASSERT_TRUE(stub_->ValidateFiling(&invalid_context, request, &response).ok());
+  EXPECT_FALSE(response.valid());
+  ASSERT_THAT(response.violations(), SizeIs(1));
+  EXPECT_EQ(response.violations(0).field(), "filing.revision");
+  EXPECT_THAT(Published(), SizeIs(0));
+}
+
+TEST_F(IntakeServiceTest, BulkStreamAnswersEveryRequestInOrder) {
+  constexpr int kFilings = 2000;
+  // Every third filing is invalid, every fifth of the rest names an enterprise not enrolled.
+  enum Kind { kValid, kInvalid, kNotEnrolled };
+  std::vector<Kind> kinds(kFilings);
+  int valid = 0;
+  for (int i = 0; i < kFilings; ++i) {
+    kinds[i] = i % 3 == 2 ? kInvalid : (i % 5 == 4 ? kNotEnrolled : kValid);
+    if (kinds[i] != kNotEnrolled) fake_registry_.Enroll(UsccFor(1000 + i));
+    if (kinds[i] == kValid) ++valid;
+  }
+  grpc::ClientContext context;
+  auto stream = stub_->SubmitFilings(&context);
+  std::thread writer([&] {
+    for (int i = 0; i < kFilings; ++i) {
+      v1::SubmitFilingsRequest request;
+      request.set_request_id(absl::StrCat("bulk-", i));
+      *request.mutable_filing() = ValidFiling(UsccFor(1000 + i));
+      if (kinds[i] == kInvalid) request.mutable_filing()->set_revision(0);
+      if (!stream->Write(request)) break;
+    }
+    stream->WritesDone();
+  });
+  int index = 0;
+  v1::SubmitFilingsResponse response;
+  // Non-fatal expectations only while the writer thread runs.
+  while (index < kFilings && stream->Read(&response)) {
+    EXPECT_EQ(response.request_id(), absl::StrCat("bulk-", index));
+    switch (kinds[index]) {
+      case kValid:
+        EXPECT_EQ(response.error_code(), 0) << response.error_message();
+        EXPECT_EQ(response.receipt().filing_id(), FilingIdFor(UsccFor(1000 + index), 2024, 1));
+        break;
+      case kInvalid:
+        EXPECT_EQ(response.error_code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+        EXPECT_THAT(response.violations(), SizeIs(1));
+        EXPECT_EQ(response.violations(0).field(), "filing.revision");
+        break;
+      case kNotEnrolled:
+        EXPECT_EQ(response.error_code(), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION));
+        EXPECT_THAT(response.violations(), SizeIs(1));
+        EXPECT_EQ(response.violations(0).reason(), "ENTERPRISE_NOT_ENROLLED");
+        break;
+    }
+    ++index;
+  }
+  writer.join();
+  const grpc::Status status = stream->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(index, kFilings);
+  EXPECT_THAT(Published(), SizeIs(valid));
+}
+
+}  // namespace
+}  // namespace stip::intake
