@@ -38,10 +38,14 @@ scripts/lint-proto.sh
 scripts/format.sh --check
 
 phase "starting Kafka and PostgreSQL on loopback"
+servers_log="$(realpath -m "$build_dir.servers.log")"
 stop_servers() {
-  # Quietly, so that ctest's summary stays the last thing printed.
-  deploy/local/kafka.sh stop >>"$build_dir.servers.log" 2>&1 || true
-  deploy/local/postgres.sh stop >>"$build_dir.servers.log" 2>&1 || true
+  # Quietly, so that ctest's summary stays the last thing printed; absolute paths, since
+  # this runs from wherever the script was when it exited.
+  "$root/deploy/local/kafka.sh" stop >>"$servers_log" 2>&1 ||
+    echo "test: stopping Kafka failed; see $servers_log" >&2
+  "$root/deploy/local/postgres.sh" stop >>"$servers_log" 2>&1 ||
+    echo "test: stopping PostgreSQL failed; see $servers_log" >&2
 }
 trap stop_servers EXIT
 deploy/local/kafka.sh start
@@ -51,7 +55,6 @@ STIP_TEST_POSTGRES="$(deploy/local/postgres.sh url)"
 export STIP_TEST_KAFKA STIP_TEST_POSTGRES
 
 phase "running the tests (Kafka at $STIP_TEST_KAFKA, PostgreSQL at $STIP_TEST_POSTGRES)"
-cd "$build_dir"
 status=0
-ctest --output-on-failure --timeout 1200 -j 2 "$@" || status=$?
+ctest --test-dir "$build_dir" --output-on-failure --timeout 1200 -j 2 "$@" || status=$?
 exit "$status"
