@@ -116,6 +116,26 @@ bool AllDigits(std::string_view text) {
   });
 }
 
+// The variables of the project's own scripts (deploy/local/*.sh, scripts/test.sh) and of the
+// test suite share the STIP_ prefix; a developer who set them in the shell still starts
+// services there, so they are not "unknown settings".
+bool IsDeveloperToolSetting(std::string_view name) {
+  static constexpr std::string_view kToolSettings[] = {"STIP_CACHE_DIR",
+                                                       "STIP_STATE_DIR",
+                                                       "STIP_BUILD_DIR",
+                                                       "STIP_KAFKA_PORT",
+                                                       "STIP_KAFKA_CONTROLLER_PORT",
+                                                       "STIP_KAFKA_HEAP",
+                                                       "STIP_KAFKA_START_TIMEOUT",
+                                                       "STIP_PG_PORT",
+                                                       "STIP_PG_START_TIMEOUT"};
+  if (name.starts_with("STIP_TEST_")) return true;
+  for (std::string_view setting : kToolSettings) {
+    if (name == setting) return true;
+  }
+  return false;
+}
+
 // The variables Kubernetes puts in every pod for every Service of its namespace (unless
 // enableServiceLinks is false): for a Service "stip-registry" with port 50053,
 //   STIP_REGISTRY_SERVICE_HOST, STIP_REGISTRY_SERVICE_PORT[_<port name>],
@@ -260,7 +280,7 @@ absl::Status ParseCommandLine(CLI::App& app, const std::vector<std::string>& arg
     }
     for (const auto& [name, value] : env) {
       if (!name.starts_with("STIP_") || known.count(name) > 0) continue;
-      if (name.starts_with("STIP_TEST_") || IsKubernetesServiceLink(name, value)) continue;
+      if (IsDeveloperToolSetting(name) || IsKubernetesServiceLink(name, value)) continue;
       return absl::InvalidArgumentError(
           absl::StrCat("unknown setting ", name,
                        " (from the environment); known: ", absl::StrJoin(known, ", ")));

@@ -141,6 +141,15 @@ TEST(ConfigTest, TestHarnessAndKubernetesServiceVariablesAreNotSettings) {
   EXPECT_TRUE(parsed.status.ok()) << parsed.status;
 }
 
+TEST(ConfigTest, TheProjectScriptsVariablesAreNotSettings) {
+  // What a developer may have exported for deploy/local/*.sh and scripts/test.sh.
+  Parsed parsed({}, {{"STIP_CACHE_DIR", "/tmp/cache"},
+                     {"STIP_STATE_DIR", "/tmp/state"},
+                     {"STIP_KAFKA_PORT", "29092"},
+                     {"STIP_PG_PORT", "25432"}});
+  EXPECT_TRUE(parsed.status.ok()) << parsed.status;
+}
+
 TEST(ConfigTest, StipPortThatIsNotAServiceLinkIsRefused) {
   Parsed parsed({}, {{"STIP_GRPC_PORT", "50051"}});
   ASSERT_EQ(parsed.status.code(), absl::StatusCode::kInvalidArgument);
