@@ -6,7 +6,10 @@
 //
 // batch_delay_ms: a pause inside every batch, so that signals land mid-batch.
 // until_idle_ms: exit cleanly once nothing was consumed for that long (0: run until SIGTERM).
+//   Before the first event the copier waits at least 45 s: on Kafka, a group whose last
+//   member was killed rebalances only once that member's session (10 s) has expired.
 // Exit status: 0 after a clean stop, 1 on an error, 2 on bad arguments.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -95,16 +98,21 @@ int main(int argc, char** argv) {
   std::thread idle_watch;
   if (until_idle_ms > 0) {
     idle_watch = std::thread([&] {
-      int64_t last = -1;
+      constexpr auto kFirstEventPatience = std::chrono::seconds(45);
+      const auto idle_limit = std::chrono::milliseconds(until_idle_ms);
+      int64_t last = 0;
       auto last_change = std::chrono::steady_clock::now();
       while (running) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
         const int64_t consumed = (*processor)->Counters().events_consumed;
         const auto now = std::chrono::steady_clock::now();
+        const auto limit = last == 0 ? std::max<std::chrono::steady_clock::duration>(
+                                           idle_limit, kFirstEventPatience)
+                                     : idle_limit;
         if (consumed != last) {
           last = consumed;
           last_change = now;
-        } else if (now - last_change > std::chrono::milliseconds(until_idle_ms)) {
+        } else if (now - last_change > limit) {
           shutdown.RequestShutdown("idle");
           return;
         }
