@@ -33,20 +33,6 @@ namespace {
 
 constexpr char kName[] = "stip-assessment";
 
-std::string Hostname() {
-  char name[HOST_NAME_MAX + 1] = {};
-  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "0";
-  return name;
-}
-
-// Start-up failures: to stderr for the operator at a terminal and to the log for the
-// collector.
-int Fail(int code, const std::string& message) {
-  spdlog::critical("{}", message);
-  std::cerr << kName << ": " << message << std::endl;
-  return code;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -64,7 +50,7 @@ int main(int argc, char** argv) {
   stip::AddSetting(app, "--policies", policies_dir,
                    "Directory of the policy set (*.yaml); SIGHUP reloads it, keeping the "
                    "policies in force when it is refused");
-  std::string instance_id = Hostname();
+  std::string instance_id = stip::DefaultInstanceId();
   stip::AddSetting(app, "--instance-id", instance_id,
                    "This instance's id, stable across its restarts (a StatefulSet pod name): "
                    "a restarted instance fences its predecessor's unfinished transaction");
@@ -98,22 +84,25 @@ int main(int argc, char** argv) {
   for (const std::string& property : kafka_properties) {
     const size_t equals = property.find('=');
     if (equals == std::string::npos || equals == 0) {
-      return Fail(stip::kUsageExitCode,
-                  absl::StrCat("--kafka-property \"", property, "\" is not NAME=VALUE"));
+      return stip::StartupFailure(
+          kName, stip::kUsageExitCode,
+          absl::StrCat("--kafka-property \"", property, "\" is not NAME=VALUE"));
     }
     log_options.kafka_properties[property.substr(0, equals)] = property.substr(equals + 1);
   }
 
   auto policies = stip::assessment::PolicyStore::Open(policies_dir);
   if (!policies.ok()) {
-    return Fail(stip::kUsageExitCode, absl::StrCat("--policies: ", policies.status().message()));
+    return stip::StartupFailure(kName, stip::kUsageExitCode,
+                                absl::StrCat("--policies: ", policies.status().message()));
   }
   spdlog::info("policies: {} loaded from {}", (*policies)->Current()->List().size(), policies_dir);
 
   auto log = stip::OpenEventLog(flags.events_url, log_options);
   if (!log.ok()) {
-    return Fail(absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,
-                log.status().ToString());
+    return stip::StartupFailure(kName,
+                                absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,
+                                log.status().ToString());
   }
   std::vector<stip::TopicSpec> topic_specs = stip::StandardTopics(partitions);
   for (const std::string& name : {filings_topic, topics.decisions, topics.rejected}) {
@@ -122,7 +111,8 @@ int main(int argc, char** argv) {
     if (!listed) topic_specs.push_back({name, partitions});
   }
   if (absl::Status ensured = (*log)->EnsureTopics(topic_specs); !ensured.ok()) {
-    return Fail(1, absl::StrCat("creating the topics: ", ensured.ToString()));
+    return stip::StartupFailure(kName, 1,
+                                absl::StrCat("creating the topics: ", ensured.ToString()));
   }
 
   // The history and the handler outlive the processor that calls them.
@@ -137,15 +127,15 @@ int main(int argc, char** argv) {
   processor_options.instance_id = instance_id;
   processor_options.commit_interval = commit_interval;
   auto processor = (*log)->NewProcessor(processor_options, &handler);
-  if (!processor.ok()) return Fail(1, processor.status().ToString());
+  if (!processor.ok()) return stip::StartupFailure(kName, 1, processor.status().ToString());
 
   stip::ShutdownCoordinator shutdown(flags.shutdown_timeout);  // outlives what follows
   stip::HealthReporter health;
   auto metrics = stip::MetricsServer::Start(flags.admin_listen);
-  if (!metrics.ok()) return Fail(1, metrics.status().ToString());
+  if (!metrics.ok()) return stip::StartupFailure(kName, 1, metrics.status().ToString());
   stip::assessment::AssessmentServiceImpl service(policies->get());
   auto server = stip::StartGrpcServer(flags.grpc, {&service}, &health);
-  if (!server.ok()) return Fail(1, server.status().ToString());
+  if (!server.ok()) return stip::StartupFailure(kName, 1, server.status().ToString());
   stip::ProcessorThread stream("assess", processor->get(),
                                shutdown.RequestShutdownOnFailure("assess"));
   spdlog::info("{} ready: gRPC on port {}, metrics on port {}, {} -> {} as {}-{}", kName,
@@ -171,7 +161,7 @@ int main(int argc, char** argv) {
     return absl::OkStatus();
   });
   if (absl::Status started = shutdown.Start(); !started.ok()) {
-    return Fail(1, started.ToString());
+    return stip::StartupFailure(kName, 1, started.ToString());
   }
   return shutdown.WaitForShutdown().ok() ? 0 : 1;
 }

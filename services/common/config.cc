@@ -329,4 +329,10 @@ void ParseCommandLineOrExit(CLI::App& app, int argc, const char* const* argv) {
   std::exit(kUsageExitCode);
 }
 
+std::string DefaultInstanceId() {
+  char name[HOST_NAME_MAX + 1] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "0";
+  return name;
+}
+
 }  // namespace stip

@@ -111,4 +111,8 @@ absl::Status ParseCommandLine(CLI::App& app, const std::vector<std::string>& arg
 // usage error.
 void ParseCommandLineOrExit(CLI::App& app, int argc, const char* const* argv);
 
+// The default instance id of a service (the stable part of its Kafka transactional id and
+// consumer member): the host name, which is the pod name on Kubernetes; "0" when unknown.
+std::string DefaultInstanceId();
+
 }  // namespace stip

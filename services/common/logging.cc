@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <iostream>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -329,6 +330,12 @@ void LogWithFields(spdlog::level::level_enum level, std::string_view message,
   current_fields = absl::MakeConstSpan(fields.begin(), fields.size());
   logger->log(level, spdlog::string_view_t(message.data(), message.size()));
   current_fields = previous;
+}
+
+int StartupFailure(std::string_view program, int exit_code, std::string_view message) {
+  spdlog::critical("{}", message);
+  std::cerr << program << ": " << message << std::endl;
+  return exit_code;
 }
 
 }  // namespace stip

@@ -79,4 +79,9 @@ class LogField {
 void LogWithFields(spdlog::level::level_enum level, std::string_view message,
                    std::initializer_list<LogField> fields, spdlog::logger* logger = nullptr);
 
+// Reports a failure to start: to the log (for the collector) and to stderr as
+// "<program>: <message>" (for the operator at a terminal). Returns `exit_code`, for
+// `return StartupFailure(...)` in main.
+int StartupFailure(std::string_view program, int exit_code, std::string_view message);
+
 }  // namespace stip

@@ -33,20 +33,6 @@ namespace {
 
 constexpr char kName[] = "stip-intake";
 
-std::string Hostname() {
-  char name[HOST_NAME_MAX + 1] = {};
-  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "0";
-  return name;
-}
-
-// Start-up failures: to stderr for the operator at a terminal and to the log for the
-// collector.
-int Fail(int code, const std::string& message) {
-  spdlog::critical("{}", message);
-  std::cerr << kName << ": " << message << std::endl;
-  return code;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,7 +53,7 @@ int main(int argc, char** argv) {
   stip::AddSetting(app, "--partitions", partitions,
                    "Partitions of the topics created at start-up (existing ones are left)")
       ->check(CLI::Range(1, 10000));
-  std::string instance_id = Hostname();
+  std::string instance_id = stip::DefaultInstanceId();
   stip::AddSetting(app, "--instance-id", instance_id,
                    "This instance's id, stable across its restarts (a StatefulSet pod name): "
                    "a restarted instance fences its predecessor's unfinished transaction");
@@ -96,8 +82,9 @@ int main(int argc, char** argv) {
 
   auto log = stip::OpenEventLog(flags.events_url);
   if (!log.ok()) {
-    return Fail(absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,
-                log.status().ToString());
+    return stip::StartupFailure(kName,
+                                absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,
+                                log.status().ToString());
   }
   std::vector<stip::TopicSpec> topic_specs = stip::StandardTopics(partitions);
   for (const std::string& name : {topics.inbound, topics.accepted, topics.rejected}) {
@@ -106,10 +93,11 @@ int main(int argc, char** argv) {
     if (!listed) topic_specs.push_back({name, partitions});
   }
   if (absl::Status ensured = (*log)->EnsureTopics(topic_specs); !ensured.ok()) {
-    return Fail(1, absl::StrCat("creating the topics: ", ensured.ToString()));
+    return stip::StartupFailure(kName, 1,
+                                absl::StrCat("creating the topics: ", ensured.ToString()));
   }
   auto publisher = (*log)->NewPublisher();
-  if (!publisher.ok()) return Fail(1, publisher.status().ToString());
+  if (!publisher.ok()) return stip::StartupFailure(kName, 1, publisher.status().ToString());
 
   stip::intake::RegistryClient registry(stip::MakeChannel(registry_target, flags.grpc.limits));
   stip::intake::FilingIntake intake(&registry, publisher->get(),
@@ -125,18 +113,18 @@ int main(int argc, char** argv) {
     processor_options.input_topics = {topics.inbound};
     processor_options.instance_id = instance_id;
     auto made = (*log)->NewProcessor(processor_options, &handler);
-    if (!made.ok()) return Fail(1, made.status().ToString());
+    if (!made.ok()) return stip::StartupFailure(kName, 1, made.status().ToString());
     processor = std::move(*made);
   }
 
   stip::ShutdownCoordinator shutdown(flags.shutdown_timeout);  // outlives what follows
   stip::HealthReporter health;
   auto metrics = stip::MetricsServer::Start(flags.admin_listen);
-  if (!metrics.ok()) return Fail(1, metrics.status().ToString());
+  if (!metrics.ok()) return stip::StartupFailure(kName, 1, metrics.status().ToString());
   stip::intake::IntakeServiceImpl service(
       &intake, {.default_deadline = flags.grpc.limits.default_rpc_deadline});
   auto server = stip::StartGrpcServer(flags.grpc, {&service}, &health);
-  if (!server.ok()) return Fail(1, server.status().ToString());
+  if (!server.ok()) return stip::StartupFailure(kName, 1, server.status().ToString());
   std::optional<stip::ProcessorThread> stream;
   if (processor != nullptr) {
     stream.emplace("inbound", processor.get(), shutdown.RequestShutdownOnFailure("inbound"));
@@ -163,7 +151,7 @@ int main(int argc, char** argv) {
     return absl::OkStatus();
   });
   if (absl::Status started = shutdown.Start(); !started.ok()) {
-    return Fail(1, started.ToString());
+    return stip::StartupFailure(kName, 1, started.ToString());
   }
   return shutdown.WaitForShutdown().ok() ? 0 : 1;
 }
