@@ -28,9 +28,6 @@ phase "installing what is missing"
 scripts/install-deps.sh
 
 phase "building in $build_dir"
-# Paths below the checkout are hashed relative to it, so ccache's cache serves every clone
-# (CI builds each run in a fresh folder).
-export CCACHE_BASEDIR="$root"
 cmake -S . -B "$build_dir" -G Ninja -DSTIP_WERROR=ON >"$build_dir.configure.log" 2>&1 ||
   { cat "$build_dir.configure.log" >&2; die "cmake failed"; }
 grep -E '^-- stip:' "$build_dir.configure.log" >&2 || true
