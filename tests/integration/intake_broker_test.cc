@@ -31,37 +31,15 @@
 #include "services/intake/uscc.h"
 #include "stip/v1/intake_service.grpc.pb.h"
 #include "stip/v1/registry_service.grpc.pb.h"
+#include "tests/support/enroll_everyone_registry.h"
 #include "tests/support/test_environment.h"
 #include <sys/wait.h>
 
 namespace stip::intake {
 namespace {
 
-constexpr char kPark[] = "urumqi-hnz";
-
-// One park, every enterprise enrolled in it, nothing recorded.
-class FakeRegistry final : public v1::RegistryService::Service {
- public:
-  grpc::Status ListParks(grpc::ServerContext*, const v1::ListParksRequest*,
-                         v1::ListParksResponse* response) override {
-    v1::Park* park = response->add_parks();
-    park->set_park_id(kPark);
-    park->set_region(v1::ECONOMIC_REGION_WESTERN);
-    park->set_year_founded(1992);
-    return grpc::Status::OK;
-  }
-  grpc::Status GetEnterprise(grpc::ServerContext*, const v1::GetEnterpriseRequest* request,
-                             v1::GetEnterpriseResponse* response) override {
-    response->mutable_enterprise()->set_uscc(request->uscc());
-    response->mutable_enterprise()->set_park_id(kPark);
-    response->mutable_enterprise()->set_region(v1::ECONOMIC_REGION_WESTERN);
-    return grpc::Status::OK;
-  }
-  grpc::Status GetFiling(grpc::ServerContext*, const v1::GetFilingRequest*,
-                         v1::GetFilingResponse*) override {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "nothing recorded");
-  }
-};
+constexpr const char* kPark = testing::EnrollEveryoneRegistry::kParkId;
+using FakeRegistry = testing::EnrollEveryoneRegistry;
 
 v1::SubmitFilingRequest Request() {
   const std::string first17 = "91650100MC0000001";
