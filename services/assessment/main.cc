@@ -73,22 +73,15 @@ int main(int argc, char** argv) {
   stip::AddSetting(app, "--rejected-topic", topics.rejected,
                    "Topic filings no policy covers are reported to (tests and migrations)");
   std::vector<std::string> kafka_properties;
-  stip::AddSetting(app, "--kafka-property", kafka_properties,
-                   "A librdkafka property NAME=VALUE for every Kafka client (repeatable; "
-                   "librdkafka warns about it where a client does not take it), e.g. "
-                   "session.timeout.ms=10000");
+  stip::AddSetting(app, "--kafka-property", kafka_properties, stip::kKafkaPropertyHelp);
   stip::ParseCommandLineOrExit(app, argc, argv);
   stip::InitLogging(kName, flags.log_level, flags.log_format);
 
   stip::EventLogOptions log_options;
-  for (const std::string& property : kafka_properties) {
-    const size_t equals = property.find('=');
-    if (equals == std::string::npos || equals == 0) {
-      return stip::StartupFailure(
-          kName, stip::kUsageExitCode,
-          absl::StrCat("--kafka-property \"", property, "\" is not NAME=VALUE"));
-    }
-    log_options.kafka_properties[property.substr(0, equals)] = property.substr(equals + 1);
+  if (absl::Status parsed =
+          stip::ParseKafkaProperties(kafka_properties, log_options.kafka_properties);
+      !parsed.ok()) {
+    return stip::StartupFailure(kName, stip::kUsageExitCode, std::string(parsed.message()));
   }
 
   auto policies = stip::assessment::PolicyStore::Open(policies_dir);

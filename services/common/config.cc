@@ -335,4 +335,17 @@ std::string DefaultInstanceId() {
   return name;
 }
 
+absl::Status ParseKafkaProperties(const std::vector<std::string>& values,
+                                  std::map<std::string, std::string>& properties) {
+  for (const std::string& value : values) {
+    const size_t equals = value.find('=');
+    if (equals == std::string::npos || equals == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--kafka-property \"", value, "\" is not NAME=VALUE"));
+    }
+    properties[value.substr(0, equals)] = value.substr(equals + 1);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace stip

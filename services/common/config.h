@@ -115,4 +115,13 @@ void ParseCommandLineOrExit(CLI::App& app, int argc, const char* const* argv);
 // consumer member): the host name, which is the pod name on Kubernetes; "0" when unknown.
 std::string DefaultInstanceId();
 
+// The help text of the repeatable --kafka-property option every Kafka-using binary has.
+inline constexpr char kKafkaPropertyHelp[] =
+    "A librdkafka property NAME=VALUE for every Kafka client (repeatable; librdkafka warns "
+    "about it where a client does not take it), e.g. session.timeout.ms=10000";
+// Reads --kafka-property values ("NAME=VALUE") into `properties`. kInvalidArgument naming
+// the first value that is not NAME=VALUE.
+absl::Status ParseKafkaProperties(const std::vector<std::string>& values,
+                                  std::map<std::string, std::string>& properties);
+
 }  // namespace stip

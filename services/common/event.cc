@@ -93,4 +93,11 @@ int32_t PartitionForKey(std::string_view key, int32_t partition_count) {
   return static_cast<int32_t>((Murmur2(key) & 0x7fffffff) % static_cast<uint32_t>(partition_count));
 }
 
+OutgoingEvent DeadLetterFor(const ConsumedEvent& event, std::string_view reason) {
+  OutgoingEvent dead_letter{std::string(kDeadLetterTopic), event.key, event.value, event.headers};
+  dead_letter.headers.emplace_back(std::string(kDeadLetterReasonHeader), std::string(reason));
+  dead_letter.headers.emplace_back(std::string(kDeadLetterSourceHeader), event.Position());
+  return dead_letter;
+}
+
 }  // namespace stip

@@ -73,6 +73,10 @@ OutgoingEvent MakeCloudEvent(std::string topic, std::string key, std::string val
 // Reads the attributes back; nullopt when ce_id or ce_type is missing.
 std::optional<CloudEventAttributes> ReadCloudEventAttributes(const ConsumedEvent& event);
 
+// The event that carries `event` to stip.deadletter.v1: its key, value and headers, plus
+// the reason and its position (kDeadLetterReasonHeader, kDeadLetterSourceHeader).
+OutgoingEvent DeadLetterFor(const ConsumedEvent& event, std::string_view reason);
+
 // Kafka's default (Java client) partitioner: murmur2 of the key, positive, modulo the
 // partition count. Both backends place keys with it, so one enterprise lands on the same
 // partition whichever backend or client published it.

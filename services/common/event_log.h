@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "services/common/event.h"
+#include "services/common/runnable.h"
 
 namespace stip {
 
@@ -150,17 +151,15 @@ struct ProcessorCounters {
 
 // Runs a BatchHandler over its input topics exactly once. Run() on one thread; Stop() and
 // Counters() from any.
-class ExactlyOnceProcessor {
+class ExactlyOnceProcessor : public Runnable {
  public:
-  virtual ~ExactlyOnceProcessor() = default;
-
   // Runs until Stop(). A clean stop finishes and commits the batch in hand, then leaves
   // the group, and returns OK. Returns an error only for what a retry cannot mend
   // (bad configuration, a producer fenced by a newer instance with the same instance_id).
-  virtual absl::Status Run() = 0;
+  absl::Status Run() override = 0;
 
   // Asks Run to stop after the batch in hand. Non-blocking, async-signal-unsafe.
-  virtual void Stop() = 0;
+  void Stop() override = 0;
 
   virtual ProcessorCounters Counters() const = 0;
 };

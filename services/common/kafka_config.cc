@@ -212,13 +212,6 @@ rd_kafka_resp_err_t Produce(rd_kafka_t* rk, const OutgoingEvent& event, void* op
   return err;
 }
 
-OutgoingEvent DeadLetterFor(const ConsumedEvent& event, std::string_view reason) {
-  OutgoingEvent dead_letter{std::string(kDeadLetterTopic), event.key, event.value, event.headers};
-  dead_letter.headers.emplace_back(std::string(kDeadLetterReasonHeader), std::string(reason));
-  dead_letter.headers.emplace_back(std::string(kDeadLetterSourceHeader), event.Position());
-  return dead_letter;
-}
-
 void RecordConsumerLag(std::string_view group, std::string_view stats_json) {
   google::protobuf::Struct stats;
   if (!google::protobuf::util::JsonStringToMessage(std::string(stats_json), &stats).ok()) {

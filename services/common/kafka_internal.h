@@ -104,8 +104,6 @@ ConsumedEvent ToConsumedEvent(const rd_kafka_message_t& message);
 // rd_kafka_producev of `event` (copied) with `opaque` as the message opaque. Never blocks.
 rd_kafka_resp_err_t Produce(rd_kafka_t* rk, const OutgoingEvent& event, void* opaque);
 
-// The dead letter for `event`: its key, value and headers plus the reason and source.
-OutgoingEvent DeadLetterFor(const ConsumedEvent& event, std::string_view reason);
 
 // Updates stip_consumer_lag{group,topic,partition} from a librdkafka statistics JSON
 // document (statistics.interval.ms). Prefers consumer_lag_stored (the processor stores

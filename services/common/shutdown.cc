@@ -204,7 +204,7 @@ absl::Status ShutdownCoordinator::WaitForShutdown() {
   return first_error;
 }
 
-ProcessorThread::ProcessorThread(std::string name, ExactlyOnceProcessor* processor,
+ProcessorThread::ProcessorThread(std::string name, Runnable* processor,
                                  std::function<void(const absl::Status&)> on_exit)
     : name_(std::move(name)), processor_(processor), on_exit_(std::move(on_exit)) {
   thread_ = std::thread([this] {

@@ -51,6 +51,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "services/common/event_log.h"
+#include "services/common/runnable.h"
 
 namespace stip {
 
@@ -121,12 +122,13 @@ class ShutdownCoordinator {
   pthread_t signal_thread_handle_{};
 };
 
-// Runs one ExactlyOnceProcessor's Run() on a thread of its own, and stops it.
+// Runs one Runnable's Run() (an ExactlyOnceProcessor, a relay) on a thread of its own,
+// and stops it.
 class ProcessorThread {
  public:
   // Starts processor->Run() (the processor outlives this object). `on_exit`, when set, is
   // called on that thread with Run's result when it returns, before Wait sees it.
-  ProcessorThread(std::string name, ExactlyOnceProcessor* processor,
+  ProcessorThread(std::string name, Runnable* processor,
                   std::function<void(const absl::Status&)> on_exit = {});
   // Stop(), then joins: blocks until Run returns.
   ~ProcessorThread();
@@ -142,7 +144,7 @@ class ProcessorThread {
 
  private:
   const std::string name_;
-  ExactlyOnceProcessor* const processor_;
+  Runnable* const processor_;
   std::function<void(const absl::Status&)> on_exit_;
   mutable absl::Mutex mu_;
   bool done_ ABSL_GUARDED_BY(mu_) = false;

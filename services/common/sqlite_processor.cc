@@ -31,10 +31,7 @@ class CollectingOutput : public BatchOutput {
  public:
   void Emit(OutgoingEvent event) override { outputs.push_back(std::move(event)); }
   void DeadLetter(const ConsumedEvent& event, std::string_view reason) override {
-    OutgoingEvent dead{std::string(kDeadLetterTopic), event.key, event.value, event.headers};
-    dead.headers.emplace_back(kDeadLetterReasonHeader, reason);
-    dead.headers.emplace_back(kDeadLetterSourceHeader, event.Position());
-    dead_letters.push_back(std::move(dead));
+    dead_letters.push_back(DeadLetterFor(event, reason));
     ++dead_lettered_from[event.topic];
   }
 

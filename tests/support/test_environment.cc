@@ -4,12 +4,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include <libpq-fe.h>
 #include <sys/wait.h>
 
 namespace stip::testing {
@@ -42,6 +44,34 @@ std::string KafkaBootstrap() {
 
 std::string PostgresUrl() {
   return RequiredEnvironment("STIP_TEST_POSTGRES", "a real PostgreSQL server");
+}
+
+std::string FreshPostgresDatabase(const std::string& prefix) {
+  const std::string base = PostgresUrl();
+  if (base.empty()) return "";
+  // Database names: lowercase, digits and '_' only, at most 63 bytes.
+  std::string name = UniqueName(prefix);
+  for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '_';
+  name = name.substr(0, 63);
+  PGconn* connection = PQconnectdb(base.c_str());
+  if (PQstatus(connection) != CONNECTION_OK) {
+    ADD_FAILURE() << "cannot connect to " << base << ": " << PQerrorMessage(connection);
+    PQfinish(connection);
+    return "";
+  }
+  PGresult* result = PQexec(connection, ("CREATE DATABASE " + name).c_str());
+  const bool created = PQresultStatus(result) == PGRES_COMMAND_OK;
+  if (!created) ADD_FAILURE() << "CREATE DATABASE " << name << ": " << PQerrorMessage(connection);
+  PQclear(result);
+  PQfinish(connection);
+  if (!created) return "";
+  // The URL's path is the database: replace it, keeping any ?parameters.
+  const size_t authority = base.find("//");
+  const size_t path = base.find('/', authority == std::string::npos ? 0 : authority + 2);
+  const size_t query = base.find('?', path == std::string::npos ? 0 : path);
+  std::string url = base.substr(0, path) + "/" + name;
+  if (query != std::string::npos) url += base.substr(query);
+  return url;
 }
 
 std::string UniqueName(const std::string& prefix) {

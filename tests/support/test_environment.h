@@ -17,6 +17,10 @@ namespace stip::testing {
 std::string KafkaBootstrap();
 // The PostgreSQL URL exported as STIP_TEST_POSTGRES, likewise.
 std::string PostgresUrl();
+// A new, empty database on that server, named after `prefix` (UniqueName), for one test;
+// returns its URL. Databases are left behind: the test command's server is thrown away.
+// Fails the calling test (and returns "") when it cannot be created.
+std::string FreshPostgresDatabase(const std::string& prefix);
 
 // "prefix-<pid>-<counter>-<random>": a topic or group name no other test run uses.
 std::string UniqueName(const std::string& prefix);
