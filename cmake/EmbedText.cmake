@@ -1,6 +1,7 @@
-# Writes OUTPUT, a C++ source defining stip::registry::kEmbeddedParkCatalogue, the contents
-# of INPUT as a raw string literal. (A raw string keeps the data readable in the
-# repository and needs no tool beyond CMake.)
+# Writes OUTPUT, a C++ source defining `extern const char NAME[]` in namespace stip with
+# the contents of INPUT, as a raw string literal. (A raw string keeps the data readable in
+# the repository and needs no tool beyond CMake.) Used for what a binary ships inside
+# itself: the park catalogue, the default policy.
 file(READ ${INPUT} content)
 string(FIND "${content}" ")stip_embed\"" clash)
 if(NOT clash EQUAL -1)
@@ -8,7 +9,7 @@ if(NOT clash EQUAL -1)
 endif()
 file(WRITE ${OUTPUT}
   "// Generated from ${INPUT} by cmake/EmbedText.cmake. Do not edit.\n"
-  "namespace stip::registry {\n"
-  "extern const char kEmbeddedParkCatalogue[];\n"
-  "const char kEmbeddedParkCatalogue[] = R\"stip_embed(${content})stip_embed\";\n"
-  "}  // namespace stip::registry\n")
+  "namespace stip {\n"
+  "extern const char ${NAME}[];\n"
+  "const char ${NAME}[] = R\"stip_embed(${content})stip_embed\";\n"
+  "}  // namespace stip\n")

@@ -97,12 +97,8 @@ int main(int argc, char** argv) {
                                 absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,
                                 log.status().ToString());
   }
-  std::vector<stip::TopicSpec> topic_specs = stip::StandardTopics(partitions);
-  for (const std::string& name : {filings_topic, topics.decisions, topics.rejected}) {
-    bool listed = false;
-    for (const stip::TopicSpec& spec : topic_specs) listed = listed || spec.name == name;
-    if (!listed) topic_specs.push_back({name, partitions});
-  }
+  const std::vector<stip::TopicSpec> topic_specs =
+      stip::StandardTopics(partitions, {filings_topic, topics.decisions, topics.rejected});
   if (absl::Status ensured = (*log)->EnsureTopics(topic_specs); !ensured.ok()) {
     return stip::StartupFailure(kName, 1,
                                 absl::StrCat("creating the topics: ", ensured.ToString()));

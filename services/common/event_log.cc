@@ -15,6 +15,17 @@ std::vector<TopicSpec> StandardTopics(int32_t partitions) {
   return topics;
 }
 
+std::vector<TopicSpec> StandardTopics(int32_t partitions,
+                                      const std::vector<std::string>& also) {
+  std::vector<TopicSpec> topics = StandardTopics(partitions);
+  for (const std::string& name : also) {
+    bool listed = false;
+    for (const TopicSpec& spec : topics) listed = listed || spec.name == name;
+    if (!listed) topics.push_back({name, partitions});
+  }
+  return topics;
+}
+
 absl::StatusOr<std::unique_ptr<EventLog>> OpenEventLog(std::string_view url,
                                                        const EventLogOptions& options) {
   constexpr std::string_view kKafka = "kafka://";

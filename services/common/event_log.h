@@ -42,6 +42,9 @@ struct TopicSpec {
 
 // The topics of DESIGN.md with the given partition count each.
 std::vector<TopicSpec> StandardTopics(int32_t partitions);
+// The same, plus the topics named in `also` that are not among them (a service's topics
+// renamed by its flags, for tests and migrations).
+std::vector<TopicSpec> StandardTopics(int32_t partitions, const std::vector<std::string>& also);
 
 struct TopicPartition {
   std::string topic;

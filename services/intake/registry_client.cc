@@ -38,6 +38,17 @@ RegistryClient::RegistryClient(std::unique_ptr<v1::RegistryService::StubInterfac
                                RegistryClientOptions options)
     : stub_(std::move(stub)), options_(options) {}
 
+RegistryClient::RegistryClient(std::function<std::shared_ptr<grpc::Channel>()> connect,
+                               RegistryClientOptions options)
+    : connect_(std::move(connect)), options_(options) {}
+
+v1::RegistryService::StubInterface* RegistryClient::Stub() {
+  absl::call_once(connected_, [this] {
+    if (stub_ == nullptr) stub_ = v1::RegistryService::NewStub(connect_());
+  });
+  return stub_.get();
+}
+
 absl::StatusOr<std::shared_ptr<const InMemoryParkDirectory>> RegistryClient::FetchParks(
     absl::Time deadline) {
   absl::flat_hash_map<std::string, ParkFacts> parks;
@@ -47,7 +58,7 @@ absl::StatusOr<std::shared_ptr<const InMemoryParkDirectory>> RegistryClient::Fet
     grpc::ClientContext context;
     SetDeadline(context, deadline, options_.call_timeout);
     v1::ListParksResponse response;
-    const grpc::Status status = stub_->ListParks(&context, request, &response);
+    const grpc::Status status = Stub()->ListParks(&context, request, &response);
     if (!status.ok()) return RegistryError("the parks", status);
     for (const v1::Park& park : response.parks()) {
       parks[park.park_id()] = ParkFacts{park.year_founded(), park.region()};
@@ -101,7 +112,7 @@ absl::StatusOr<std::optional<v1::Enterprise>> RegistryClient::GetEnterprise(std:
   v1::GetEnterpriseRequest request;
   request.set_uscc(std::string(uscc));
   v1::GetEnterpriseResponse response;
-  const grpc::Status status = stub_->GetEnterprise(&context, request, &response);
+  const grpc::Status status = Stub()->GetEnterprise(&context, request, &response);
   std::optional<v1::Enterprise> enterprise;
   if (status.ok()) {
     enterprise = std::move(*response.mutable_enterprise());
@@ -133,7 +144,7 @@ absl::StatusOr<std::optional<v1::AcceptedFiling>> RegistryClient::GetFiling(
   v1::GetFilingRequest request;
   request.set_filing_id(std::string(filing_id));
   v1::GetFilingResponse response;
-  const grpc::Status status = stub_->GetFiling(&context, request, &response);
+  const grpc::Status status = Stub()->GetFiling(&context, request, &response);
   if (status.error_code() == grpc::StatusCode::NOT_FOUND) return std::nullopt;
   if (!status.ok()) return RegistryError(absl::StrCat("filing ", std::string(filing_id)), status);
   return std::move(*response.mutable_filing());

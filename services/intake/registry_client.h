@@ -11,11 +11,13 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "absl/base/call_once.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -53,6 +55,10 @@ class RegistryClient {
  public:
   // `channel` is the registry's (MakeChannel).
   RegistryClient(std::shared_ptr<grpc::Channel> channel, RegistryClientOptions options = {});
+  // The channel made by `connect` on first use: for a registry served by the same process
+  // (stip-local), whose in-process channel exists only once its server has started.
+  explicit RegistryClient(std::function<std::shared_ptr<grpc::Channel>()> connect,
+                          RegistryClientOptions options = {});
   // For tests: the same over a stub of one's own.
   RegistryClient(std::unique_ptr<v1::RegistryService::StubInterface> stub,
                  RegistryClientOptions options);
@@ -79,6 +85,11 @@ class RegistryClient {
   };
   absl::StatusOr<std::shared_ptr<const InMemoryParkDirectory>> FetchParks(absl::Time deadline);
 
+  // The stub, made on first use when the client was given `connect`.
+  v1::RegistryService::StubInterface* Stub();
+
+  std::function<std::shared_ptr<grpc::Channel>()> connect_;
+  absl::once_flag connected_;
   std::unique_ptr<v1::RegistryService::StubInterface> stub_;
   const RegistryClientOptions options_;
 

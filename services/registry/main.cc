@@ -8,14 +8,10 @@
 // the event log, a port) or a step of the shutdown fails; 2 for a usage error.
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
-#include "prometheus/counter.h"
-#include "prometheus/gauge.h"
 #include "services/common/config.h"
 #include "services/common/event_log.h"
 #include "services/common/grpc_server.h"
@@ -24,6 +20,7 @@
 #include "services/common/metrics.h"
 #include "services/common/shutdown.h"
 #include "services/registry/change_notifier.h"
+#include "services/registry/housekeeping.h"
 #include "services/registry/outbox_relay.h"
 #include "services/registry/park_catalogue.h"
 #include "services/registry/registry_applier.h"
@@ -34,45 +31,6 @@
 namespace {
 
 constexpr char kName[] = "stip-registry";
-
-// Every few seconds: the database answers (health), the subscriber gauge, and the feeds'
-// retention. Stops when `stop` is notified.
-void Housekeeping(stip::registry::RegistryStore* store,
-                  stip::registry::RegistryServiceImpl* service, stip::HealthReporter* health,
-                  absl::Duration feed_retention, absl::Notification* stop) {
-  auto& subscribers = prometheus::BuildGauge()
-                          .Name("stip_registry_watch_subscribers")
-                          .Help("Watch streams open now (decisions and listings)")
-                          .Register(stip::MetricsRegistry())
-                          .Add({});
-  auto& cut_off = prometheus::BuildGauge()
-                      .Name("stip_registry_watch_slow_subscribers_cut_off")
-                      .Help("Watch subscribers cut off for falling behind, since start")
-                      .Register(stip::MetricsRegistry())
-                      .Add({});
-  absl::Time next_prune = absl::Now();
-  bool database_ok = true;
-  while (!stop->WaitForNotificationWithTimeout(absl::Seconds(2))) {
-    subscribers.Set(service->ActiveSubscribers());
-    cut_off.Set(static_cast<double>(service->SlowSubscribersCutOff()));
-    const absl::Status reachable = store->SchemaVersion().status();
-    if (reachable.ok() != database_ok) {
-      database_ok = reachable.ok();
-      if (database_ok) {
-        spdlog::info("the database answers again");
-      } else {
-        spdlog::error("the database does not answer: {}", reachable.ToString());
-      }
-      health->SetServing(database_ok, "database");
-    }
-    if (database_ok && absl::Now() >= next_prune) {
-      if (absl::Status pruned = store->PruneFeeds(absl::Now() - feed_retention); !pruned.ok()) {
-        spdlog::warn("pruning the feeds: {}", pruned.ToString());
-      }
-      next_prune = absl::Now() + absl::Minutes(10);
-    }
-  }
-}
 
 }  // namespace
 
@@ -152,12 +110,8 @@ int main(int argc, char** argv) {
                                 absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,
                                 log.status().ToString());
   }
-  std::vector<stip::TopicSpec> topic_specs = stip::StandardTopics(partitions);
-  for (const std::string& name : {applier_options.filings_topic, applier_options.decisions_topic}) {
-    bool listed = false;
-    for (const stip::TopicSpec& spec : topic_specs) listed = listed || spec.name == name;
-    if (!listed) topic_specs.push_back({name, partitions});
-  }
+  const std::vector<stip::TopicSpec> topic_specs =
+      stip::StandardTopics(partitions, {applier_options.filings_topic, applier_options.decisions_topic});
   if (absl::Status ensured = (*log)->EnsureTopics(topic_specs); !ensured.ok()) {
     return stip::StartupFailure(kName, 1,
                                 absl::StrCat("creating the topics: ", ensured.ToString()));
@@ -178,9 +132,8 @@ int main(int argc, char** argv) {
   if (!server.ok()) return stip::StartupFailure(kName, 1, server.status().ToString());
   stip::ProcessorThread apply("apply", &applier, shutdown.RequestShutdownOnFailure("apply"));
   stip::ProcessorThread relay_thread("outbox", &relay, shutdown.RequestShutdownOnFailure("outbox"));
-  absl::Notification stop_housekeeping;
-  std::thread housekeeping(Housekeeping, store->get(), &service, &health, feed_retention,
-                           &stop_housekeeping);
+  stip::registry::Housekeeping housekeeping(store->get(), &service, &health, feed_retention);
+  stip::ProcessorThread housekeeping_thread("housekeeping", &housekeeping);
   spdlog::info("{} ready: gRPC on port {}, metrics on port {}, {} + {} -> {} as {}", kName,
                (*server)->port(), (*metrics)->port(), applier_options.filings_topic,
                applier_options.decisions_topic, (*store)->DisplayName(), applier_options.group);
@@ -197,12 +150,8 @@ int main(int argc, char** argv) {
     (*server)->Shutdown(deadline);
     return absl::OkStatus();
   });
-  shutdown.AddStep("stop applier and relay", stip::StopProcessorsStep({&apply, &relay_thread}));
-  shutdown.AddStep("housekeeping", [&](absl::Time) {
-    stop_housekeeping.Notify();
-    housekeeping.join();
-    return absl::OkStatus();
-  });
+  shutdown.AddStep("stop applier, relay and housekeeping",
+                   stip::StopProcessorsStep({&apply, &relay_thread, &housekeeping_thread}));
   shutdown.AddStep("metrics server", [&metrics](absl::Time) {
     metrics->reset();
     return absl::OkStatus();

@@ -9,9 +9,11 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 
-namespace stip::registry {
+namespace stip {
+extern const char kEmbeddedParkCatalogue[];  // cmake/EmbedText.cmake
+}  // namespace stip
 
-extern const char kEmbeddedParkCatalogue[];
+namespace stip::registry {
 
 absl::Status ValidatePark(const v1::Park& park) {
   static const std::regex kSlug("^[a-z0-9][a-z0-9-]{1,62}$");

@@ -194,23 +194,24 @@ constexpr std::string_view kCreateMigrationsTable =
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
     "name TEXT NOT NULL, applied_time_us BIGINT NOT NULL)";
 
+// Under the writer lock: PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe against a
+// concurrent one (two instances starting on a fresh database).
+absl::Status EnsureMigrationsTable(SqlSession& session) {
+  return InWriteTransaction(session, [&] { return session.ExecScript(kCreateMigrationsTable); });
+}
+
 }  // namespace
 
 int LatestSchemaVersion() { return Migrations().back().version; }
 
 absl::StatusOr<int> CurrentSchemaVersion(SqlSession& session) {
-  if (absl::Status created = session.ExecScript(kCreateMigrationsTable); !created.ok()) {
-    return created;
-  }
   auto result = session.Run("SELECT MAX(version) FROM schema_migrations");
   if (!result.ok()) return result.status();
   return static_cast<int>(result->rows.at(0).Int(0));
 }
 
 absl::Status MigrateSchema(SqlSession& session) {
-  if (absl::Status created = session.ExecScript(kCreateMigrationsTable); !created.ok()) {
-    return created;
-  }
+  if (absl::Status created = EnsureMigrationsTable(session); !created.ok()) return created;
   for (const Migration& migration : Migrations()) {
     absl::Status applied = InWriteTransaction(session, [&]() -> absl::Status {
       auto current = session.Run("SELECT MAX(version) FROM schema_migrations");

@@ -17,7 +17,8 @@ int LatestSchemaVersion();
 // kFailedPrecondition when the database is at a version newer than this binary knows.
 absl::Status MigrateSchema(SqlSession& session);
 
-// The version in force (0 for an empty database).
+// The version in force, on a database MigrateSchema has run on. A cheap read: the
+// registry's health check.
 absl::StatusOr<int> CurrentSchemaVersion(SqlSession& session);
 
 }  // namespace stip::registry
