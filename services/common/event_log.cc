@@ -15,8 +15,7 @@ std::vector<TopicSpec> StandardTopics(int32_t partitions) {
   return topics;
 }
 
-std::vector<TopicSpec> StandardTopics(int32_t partitions,
-                                      const std::vector<std::string>& also) {
+std::vector<TopicSpec> StandardTopics(int32_t partitions, const std::vector<std::string>& also) {
   std::vector<TopicSpec> topics = StandardTopics(partitions);
   for (const std::string& name : also) {
     bool listed = false;

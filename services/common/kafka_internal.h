@@ -104,7 +104,6 @@ ConsumedEvent ToConsumedEvent(const rd_kafka_message_t& message);
 // rd_kafka_producev of `event` (copied) with `opaque` as the message opaque. Never blocks.
 rd_kafka_resp_err_t Produce(rd_kafka_t* rk, const OutgoingEvent& event, void* opaque);
 
-
 // Updates stip_consumer_lag{group,topic,partition} from a librdkafka statistics JSON
 // document (statistics.interval.ms). Prefers consumer_lag_stored (the processor stores
 // the offsets its transactions commit) and falls back to consumer_lag (committed offsets).

@@ -132,7 +132,8 @@ int main(int argc, char** argv) {
                                 absl::StrCat("--data-dir ", data_dir, ": ", error.message()));
   }
   data_dir = std::filesystem::absolute(data_dir).lexically_normal().string();
-  if (flags.events_url.empty()) flags.events_url = absl::StrCat("sqlite://", data_dir, "/events.db");
+  if (flags.events_url.empty())
+    flags.events_url = absl::StrCat("sqlite://", data_dir, "/events.db");
   if (db_url.empty()) db_url = absl::StrCat("sqlite://", data_dir, "/registry.db");
   if (policies_dir.empty()) {
     policies_dir = data_dir + "/policies";
@@ -150,9 +151,9 @@ int main(int argc, char** argv) {
   // --- The stores: register, policies, event log ---------------------------------------
   auto store = stip::registry::RegistryStore::Open(db_url);
   if (!store.ok()) {
-    return stip::StartupFailure(
-        kName, absl::IsInvalidArgument(store.status()) ? stip::kUsageExitCode : 1,
-        absl::StrCat("--db: ", store.status().ToString()));
+    return stip::StartupFailure(kName,
+                                absl::IsInvalidArgument(store.status()) ? stip::kUsageExitCode : 1,
+                                absl::StrCat("--db: ", store.status().ToString()));
   }
   auto loaded = (*store)->LoadCatalogueIfEmpty(stip::registry::EmbeddedParkCatalogue());
   if (!loaded.ok()) return stip::StartupFailure(kName, 1, loaded.status().ToString());
@@ -196,8 +197,7 @@ int main(int argc, char** argv) {
       {.topic = std::string(stip::kFilingsTopic),
        .reader_group_prefix = assessment_group + ".history." + instance_id},
       stip::assessment::HistoryClassifier(policies->get()));
-  stip::assessment::DecisionHandler decision_handler(policies->get(), &history,
-                                                     decision_topics);
+  stip::assessment::DecisionHandler decision_handler(policies->get(), &history, decision_topics);
   stip::ProcessorOptions assess_options;
   assess_options.group = assessment_group;
   assess_options.input_topics = {std::string(stip::kFilingsTopic)};
@@ -206,9 +206,8 @@ int main(int argc, char** argv) {
   if (!assess.ok()) return stip::StartupFailure(kName, 1, assess.status().ToString());
   stip::assessment::AssessmentServiceImpl assessment_service(policies->get());
   // Intake.
-  stip::intake::RegistryClient registry_client([&server] {
-    return server->server()->InProcessChannel(grpc::ChannelArguments());
-  });
+  stip::intake::RegistryClient registry_client(
+      [&server] { return server->server()->InProcessChannel(grpc::ChannelArguments()); });
   stip::intake::FilingIntake intake(&registry_client, publisher->get(), {});
   stip::intake::InboundTopics inbound_topics;
   stip::intake::InboundFilingHandler inbound_handler(&registry_client, inbound_topics);
@@ -228,17 +227,17 @@ int main(int argc, char** argv) {
   if (!started.ok()) return stip::StartupFailure(kName, 1, started.status().ToString());
   server = std::move(*started);
   stip::ProcessorThread apply("apply", &applier, shutdown.RequestShutdownOnFailure("apply"));
-  stip::ProcessorThread relay_thread("outbox", &relay,
-                                     shutdown.RequestShutdownOnFailure("outbox"));
+  stip::ProcessorThread relay_thread("outbox", &relay, shutdown.RequestShutdownOnFailure("outbox"));
   stip::ProcessorThread housekeeping_thread("housekeeping", &housekeeping);
   stip::ProcessorThread assess_thread("assess", assess->get(),
                                       shutdown.RequestShutdownOnFailure("assess"));
   stip::ProcessorThread inbound_thread("inbound", inbound->get(),
                                        shutdown.RequestShutdownOnFailure("inbound"));
-  spdlog::info("{} ready: gRPC on port {} (intake, assessment, registry), metrics on port {}, "
-               "events {}, register {}, policies {}",
-               kName, server->port(), (*metrics)->port(), flags.events_url,
-               (*store)->DisplayName(), policies_dir);
+  spdlog::info(
+      "{} ready: gRPC on port {} (intake, assessment, registry), metrics on port {}, "
+      "events {}, register {}, policies {}",
+      kName, server->port(), (*metrics)->port(), flags.events_url, (*store)->DisplayName(),
+      policies_dir);
 
   shutdown.OnReload(stip::assessment::PolicyReloader(policies->get()));
   shutdown.AddStep("health NOT_SERVING", [&health](absl::Time) {
@@ -255,8 +254,8 @@ int main(int argc, char** argv) {
     return absl::OkStatus();
   });
   shutdown.AddStep("stop processors",
-                   stip::StopProcessorsStep({&inbound_thread, &assess_thread, &apply,
-                                             &relay_thread, &housekeeping_thread}));
+                   stip::StopProcessorsStep({&inbound_thread, &assess_thread, &apply, &relay_thread,
+                                             &housekeeping_thread}));
   shutdown.AddStep("history reader", [&history](absl::Time deadline) {
     history.Stop(deadline);
     return absl::OkStatus();

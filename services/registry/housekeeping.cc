@@ -13,8 +13,9 @@ Housekeeping::Housekeeping(RegistryStore* store, RegistryServiceImpl* service,
 absl::Status Housekeeping::Run() {
   static prometheus::Gauge& subscribers = prometheus::BuildGauge()
                                               .Name("stip_registry_watch_subscribers")
-                                              .Help("Watch streams open now (decisions and "
-                                                    "listings)")
+                                              .Help(
+                                                  "Watch streams open now (decisions and "
+                                                  "listings)")
                                               .Register(MetricsRegistry())
                                               .Add({});
   static prometheus::Gauge& cut_off =
@@ -39,8 +40,7 @@ absl::Status Housekeeping::Run() {
       health_->SetServing(database_ok, "database");
     }
     if (database_ok && absl::Now() >= next_prune) {
-      if (absl::Status pruned = store_->PruneFeeds(absl::Now() - feed_retention_);
-          !pruned.ok()) {
+      if (absl::Status pruned = store_->PruneFeeds(absl::Now() - feed_retention_); !pruned.ok()) {
         spdlog::warn("pruning the feeds: {}", pruned.ToString());
       }
       next_prune = absl::Now() + absl::Minutes(10);

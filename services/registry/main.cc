@@ -110,8 +110,8 @@ int main(int argc, char** argv) {
                                 absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,
                                 log.status().ToString());
   }
-  const std::vector<stip::TopicSpec> topic_specs =
-      stip::StandardTopics(partitions, {applier_options.filings_topic, applier_options.decisions_topic});
+  const std::vector<stip::TopicSpec> topic_specs = stip::StandardTopics(
+      partitions, {applier_options.filings_topic, applier_options.decisions_topic});
   if (absl::Status ensured = (*log)->EnsureTopics(topic_specs); !ensured.ok()) {
     return stip::StartupFailure(kName, 1,
                                 absl::StrCat("creating the topics: ", ensured.ToString()));
