@@ -52,13 +52,17 @@ class BatchApplier {
   // Delists `uscc` for `fiscal_year` for want of a filing (CloseFilingWindow).
   absl::Status DelistForNoFiling(const std::string& uscc, int32_t fiscal_year);
 
+  // Writes the history entries the batch made; call before committing.
+  absl::Status FlushHistory();
+
   ApplyCounts& counts() { return counts_; }
   std::vector<v1::TorchListing>& listings() { return listings_; }
 
  private:
   absl::Status UpdateRoster(const v1::QualificationDecision& decision);
   absl::Status RecordRosterChange(v1::TorchListing listing, int64_t changes);
-  absl::Status AddHistory(const std::string& uscc, int64_t kind, const std::string& ref);
+  // History entries are collected and written together by FlushHistory.
+  void AddHistory(const std::string& uscc, int64_t kind, const std::string& ref);
   absl::Status AddToOutbox(const OutgoingEvent& event);
   absl::StatusOr<v1::EconomicRegion> ParkRegion(const std::string& park_id);
 
@@ -66,14 +70,43 @@ class BatchApplier {
   const absl::Time now_;
   ApplyCounts counts_;
   std::vector<v1::TorchListing> listings_;
+  struct HistoryRow {
+    std::string uscc;
+    int64_t kind;
+    std::string ref;
+  };
+  std::vector<HistoryRow> history_;
 };
 
-absl::Status BatchApplier::AddHistory(const std::string& uscc, int64_t kind,
-                                      const std::string& ref) {
-  return session_
-      .Run("INSERT INTO history (uscc, kind, ref, record_time_us) VALUES ($1, $2, $3, $4)",
-           {uscc, kind, ref, absl::ToUnixMicros(now_)})
-      .status();
+void BatchApplier::AddHistory(const std::string& uscc, int64_t kind, const std::string& ref) {
+  history_.push_back({uscc, kind, ref});
+}
+
+absl::Status BatchApplier::FlushHistory() {
+  // Multi-row inserts of a few fixed sizes (each a statement prepared once): a round trip
+  // per chunk rather than per entry, in the order the entries were made.
+  constexpr size_t kChunk = 128;
+  size_t done = 0;
+  while (done < history_.size()) {
+    size_t chunk = kChunk;
+    while (chunk > history_.size() - done) chunk /= 2;
+    std::string sql = "INSERT INTO history (uscc, kind, ref, record_time_us) VALUES ";
+    std::vector<SqlParam> params;
+    params.reserve(chunk * 3 + 1);
+    params.emplace_back(absl::ToUnixMicros(now_));
+    for (size_t i = 0; i < chunk; ++i) {
+      const HistoryRow& row = history_[done + i];
+      absl::StrAppend(&sql, i == 0 ? "" : ", ", "($", params.size() + 1, ", $", params.size() + 2,
+                      ", $", params.size() + 3, ", $1)");
+      params.emplace_back(row.uscc);
+      params.emplace_back(row.kind);
+      params.emplace_back(row.ref);
+    }
+    if (auto inserted = session_.Run(sql, params); !inserted.ok()) return inserted.status();
+    done += chunk;
+  }
+  history_.clear();
+  return absl::OkStatus();
 }
 
 absl::Status BatchApplier::AddToOutbox(const OutgoingEvent& event) {
@@ -98,10 +131,17 @@ absl::Status BatchApplier::ApplyFiling(const v1::AcceptedFiling& accepted,
   const std::string sha = accepted.content_sha256().empty() ? Sha256Hex(filing.SerializeAsString())
                                                             : accepted.content_sha256();
   const std::string payload = accepted.SerializeAsString();
-  auto recorded =
-      session_.Run("SELECT content_sha256 FROM filings WHERE filing_id = $1", {filing_id});
-  if (!recorded.ok()) return recorded.status();
-  if (!recorded->rows.empty()) {
+  // Insert first: a new filing (the common case) costs one statement.
+  auto inserted = session_.Run(
+      "INSERT INTO filings (filing_id, uscc, fiscal_year, revision, content_sha256, payload, "
+      "record_time_us) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (filing_id) DO NOTHING",
+      {filing_id, filing.uscc(), int64_t{filing.fiscal_year()}, int64_t{filing.revision()}, sha,
+       SqlParam::Bytes(payload), absl::ToUnixMicros(now_)});
+  if (!inserted.ok()) return inserted.status();
+  if (inserted->rows_affected == 0) {
+    auto recorded =
+        session_.Run("SELECT content_sha256 FROM filings WHERE filing_id = $1", {filing_id});
+    if (!recorded.ok()) return recorded.status();
     if (recorded->rows.front().Text(0) == sha) {
       ++counts_.filings_repeated;
       return absl::OkStatus();
@@ -139,18 +179,8 @@ absl::Status BatchApplier::ApplyFiling(const v1::AcceptedFiling& accepted,
                                        .time = now_}));
   }
 
-  if (auto inserted = session_.Run(
-          "INSERT INTO filings (filing_id, uscc, fiscal_year, revision, content_sha256, payload, "
-          "record_time_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-          {filing_id, filing.uscc(), int64_t{filing.fiscal_year()}, int64_t{filing.revision()}, sha,
-           SqlParam::Bytes(payload), absl::ToUnixMicros(now_)});
-      !inserted.ok()) {
-    return inserted.status();
-  }
   ++counts_.filings_recorded;
-  if (absl::Status added = AddHistory(filing.uscc(), kHistoryFiling, filing_id); !added.ok()) {
-    return added;
-  }
+  AddHistory(filing.uscc(), kHistoryFiling, filing_id);
 
   v1::EconomicRegion region = accepted.region();
   if (region == v1::ECONOMIC_REGION_UNSPECIFIED) {
@@ -191,28 +221,21 @@ absl::Status BatchApplier::ApplyFiling(const v1::AcceptedFiling& accepted,
 
 absl::Status BatchApplier::ApplyDecision(const v1::QualificationDecision& decision) {
   const std::string& decision_id = decision.decision_id();
-  auto recorded = session_.Run("SELECT 1 FROM decisions WHERE decision_id = $1", {decision_id});
-  if (!recorded.ok()) return recorded.status();
-  if (!recorded->rows.empty()) {
+  auto inserted = session_.Run(
+      "INSERT INTO decisions (decision_id, filing_id, uscc, park_id, region, fiscal_year, "
+      "revision, policy_version, outcome, payload, record_time_us) VALUES ($1, $2, $3, $4, $5, "
+      "$6, $7, $8, $9, $10, $11) ON CONFLICT (decision_id) DO NOTHING",
+      {decision_id, decision.filing_id(), decision.uscc(), decision.park_id(),
+       int64_t{decision.region()}, int64_t{decision.fiscal_year()},
+       int64_t{decision.filing_revision()}, int64_t{decision.policy_version()},
+       int64_t{decision.outcome()}, SqlParam::Bytes(decision.SerializeAsString()),
+       absl::ToUnixMicros(now_)});
+  if (!inserted.ok()) return inserted.status();
+  if (inserted->rows_affected == 0) {
     ++counts_.decisions_repeated;
     return absl::OkStatus();
   }
-  if (auto inserted = session_.Run(
-          "INSERT INTO decisions (decision_id, filing_id, uscc, park_id, region, fiscal_year, "
-          "revision, policy_version, outcome, payload, record_time_us) VALUES ($1, $2, $3, $4, "
-          "$5, $6, $7, $8, $9, $10, $11)",
-          {decision_id, decision.filing_id(), decision.uscc(), decision.park_id(),
-           int64_t{decision.region()}, int64_t{decision.fiscal_year()},
-           int64_t{decision.filing_revision()}, int64_t{decision.policy_version()},
-           int64_t{decision.outcome()}, SqlParam::Bytes(decision.SerializeAsString()),
-           absl::ToUnixMicros(now_)});
-      !inserted.ok()) {
-    return inserted.status();
-  }
-  if (absl::Status added = AddHistory(decision.uscc(), kHistoryDecision, decision_id);
-      !added.ok()) {
-    return added;
-  }
+  AddHistory(decision.uscc(), kHistoryDecision, decision_id);
 
   // Is it the decision in force for its year? Not when a newer revision is on record
   // (filed or decided), nor when the same revision was decided under a newer policy.
@@ -351,10 +374,7 @@ absl::Status BatchApplier::RecordRosterChange(v1::TorchListing listing, int64_t 
       !inserted.ok()) {
     return inserted.status();
   }
-  if (absl::Status added = AddHistory(listing.uscc(), kHistoryListing, listing.event_id());
-      !added.ok()) {
-    return added;
-  }
+  AddHistory(listing.uscc(), kHistoryListing, listing.event_id());
   ++counts_.roster_changes;
   if (absl::Status queued =
           AddToOutbox(MakeCloudEvent(std::string(kListingsTopic), listing.uscc(), payload,
@@ -478,6 +498,7 @@ absl::StatusOr<ApplyCounts> RegistryStore::Apply(std::string_view group,
       int64_t& next = advanced[event.position];
       next = std::max(next, event.offset + 1);
     }
+    if (absl::Status flushed = applier.FlushHistory(); !flushed.ok()) return flushed;
     for (const auto& [partition, next] : advanced) {
       auto stored = (*session)->Run(
           "INSERT INTO consumed_offsets (consumer_group, topic, partition_id, next_offset) "
@@ -517,7 +538,7 @@ absl::StatusOr<std::vector<v1::TorchListing>> RegistryStore::CloseFilingWindow(
         return delisted;
       }
     }
-    return absl::OkStatus();
+    return applier.FlushHistory();
   });
   if (!status.ok()) return status;
   return std::move(applier.listings());
