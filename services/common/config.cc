@@ -116,9 +116,10 @@ bool AllDigits(std::string_view text) {
   });
 }
 
-// The variables of the project's own scripts (deploy/local/*.sh, scripts/test.sh) and of the
-// test suite share the STIP_ prefix; a developer who set them in the shell still starts
-// services there, so they are not "unknown settings".
+// The variables of the project's own scripts (deploy/local/*.sh, scripts/test.sh,
+// scripts/run-local.sh), of stipctl (the servers it calls) and of the test suite share the
+// STIP_ prefix; a developer who set them in the shell still starts services there, so they
+// are not "unknown settings".
 bool IsDeveloperToolSetting(std::string_view name) {
   static constexpr std::string_view kToolSettings[] = {"STIP_CACHE_DIR",
                                                        "STIP_STATE_DIR",
@@ -128,7 +129,13 @@ bool IsDeveloperToolSetting(std::string_view name) {
                                                        "STIP_KAFKA_HEAP",
                                                        "STIP_KAFKA_START_TIMEOUT",
                                                        "STIP_PG_PORT",
-                                                       "STIP_PG_START_TIMEOUT"};
+                                                       "STIP_PG_START_TIMEOUT",
+                                                       "STIP_DEMO_DIR",
+                                                       "STIP_DEMO_PORT",
+                                                       "STIP_SERVER",
+                                                       "STIP_INTAKE",
+                                                       "STIP_ASSESSMENT",
+                                                       "STIP_REGISTRY"};
   if (name.starts_with("STIP_TEST_")) return true;
   for (std::string_view setting : kToolSettings) {
     if (name == setting) return true;

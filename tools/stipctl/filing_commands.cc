@@ -26,6 +26,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "openssl/sha.h"
+#include "tools/stipctl/bulk.h"
 #include "tools/stipctl/commands.h"
 #include "tools/stipctl/output.h"
 #include "tools/stipctl/progress.h"
@@ -233,6 +234,8 @@ bool LoadBulk(const std::string& path, std::vector<BulkItem>* items, std::string
 struct BulkArgs {
   std::string path;
   std::string report;
+  bool wait = false;
+  std::string wait_timeout = "2m";
 };
 
 // One refused filing for --report: {"line":17,"file":...,"uscc":...,"code":...,
@@ -262,6 +265,12 @@ std::string ReportLine(const BulkItem& item, const std::string& code, const std:
 // server from being flooded without tuning a concurrency level. A writer thread sends while
 // this thread reads the answers, which come one per request, in order.
 int RunSubmitBulk(Clients& clients, const BulkArgs& args) {
+  absl::Duration wait_timeout;
+  if (args.wait && (!absl::ParseDuration(args.wait_timeout, &wait_timeout) ||
+                    wait_timeout <= absl::ZeroDuration())) {
+    return UsageError(
+        absl::StrCat("--wait-timeout ", args.wait_timeout, ": not a duration such as 90s or 5m"));
+  }
   std::vector<BulkItem> items;
   std::string error;
   if (!LoadBulk(args.path, &items, &error)) return UsageError(error);
@@ -296,11 +305,13 @@ int RunSubmitBulk(Clients& clients, const BulkArgs& args) {
     stream->WritesDone();
   });
   size_t answered = 0;
+  std::vector<std::string> accepted_ids;
   v1::SubmitFilingsResponse response;
   while (answered < to_send.size() && stream->Read(&response)) {
     const BulkItem& item = items[to_send[answered++]];
     if (response.error_code() == 0) {
       ++accepted;
+      accepted_ids.push_back(response.receipt().filing_id());
     } else {
       ++refused;
       std::vector<std::pair<std::string, std::string>> violations;
@@ -337,6 +348,18 @@ int RunSubmitBulk(Clients& clients, const BulkArgs& args) {
       return ReportRpcError(status, clients.options().IntakeAddress(), clients.options().timeout);
     }
     return kExitFailed;
+  }
+  if (args.wait && !accepted_ids.empty()) {
+    std::cerr << "waiting for the decisions of " << accepted_ids.size() << " filings\n";
+    const DecisionTally tally = WaitForDecisions(clients, accepted_ids, wait_timeout);
+    std::string line = "decisions:";
+    for (const auto& [outcome, count] : tally.by_outcome) {
+      absl::StrAppend(&line, " ", count, " ", outcome);
+    }
+    if (tally.undecided > 0) absl::StrAppend(&line, ", ", tally.undecided, " not decided yet");
+    std::cerr << line << "\n";
+    if (!tally.first_error.empty()) std::cerr << "waiting failed: " << tally.first_error << "\n";
+    if (tally.undecided > 0) return kExitFailed;
   }
   return refused > 0 ? kExitFailed : kExitOk;
 }
@@ -388,6 +411,13 @@ void AddFilingCommands(CLI::App& app, CommandLine& command_line) {
     command->add_option("--report", args->report,
                         "Write the refused filings to this file as NDJSON (line, file, uscc, "
                         "code, message, violations)");
+    command->add_flag("--wait", args->wait,
+                      "Then wait for every accepted filing's decision and count them by "
+                      "outcome (exit 1 if any is not decided within --wait-timeout)");
+    command
+        ->add_option("--wait-timeout", args->wait_timeout,
+                     "How long --wait waits for each decision")
+        ->capture_default_str();
     command->callback([cl, args] {
       cl->run = [args](Clients& clients) { return RunSubmitBulk(clients, *args); };
     });

@@ -1,19 +1,28 @@
 // Park offices (enterprise enroll|get|list|history), regulators' queries (decision get,
 // park list|stats, region stats, window close), policies (policy list|show) and health.
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
 #include <future>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/unknown_field_set.h"
+#include "google/protobuf/util/json_util.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "tools/stipctl/bulk.h"
 #include "tools/stipctl/commands.h"
 #include "tools/stipctl/output.h"
+#include "tools/stipctl/progress.h"
 
 namespace stip::ctl {
 namespace {
@@ -192,6 +201,54 @@ int RunHealth(Clients& clients) {
   return all_serving ? kExitOk : kExitFailed;
 }
 
+// enterprise enroll-bulk: one stip.v1.EnrollEnterpriseRequest (JSON) per line, 16 calls at a
+// time. Enrolling is idempotent, so a repeated command changes nothing.
+int RunEnrollBulk(Clients& clients, const std::string& path) {
+  std::ifstream file(path);
+  if (!file) return UsageError(absl::StrCat(path, ": cannot be read"));
+  std::vector<v1::EnrollEnterpriseRequest> requests;
+  std::string line;
+  int line_number = 0;
+  while (std::getline(file, line)) {
+    ++line_number;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    v1::EnrollEnterpriseRequest request;
+    if (const auto parsed = google::protobuf::util::JsonStringToMessage(line, &request);
+        !parsed.ok()) {
+      return UsageError(absl::StrCat(
+          path, ":", line_number,
+          ": not a stip.v1.EnrollEnterpriseRequest in JSON: ", std::string(parsed.message())));
+    }
+    requests.push_back(std::move(request));
+  }
+  ProgressBar progress(static_cast<int64_t>(requests.size()), isatty(STDERR_FILENO) == 1,
+                       std::cerr);
+  std::atomic<int64_t> failed{0};
+  std::mutex errors_mu;
+  std::vector<std::string> errors;
+  auto& registry = clients.Registry();  // made once, before the threads share it
+  ParallelFor(
+      requests.size(), 16,
+      [&](size_t i) {
+        v1::EnrollEnterpriseResponse response;
+        const grpc::Status status =
+            registry.EnrollEnterprise(clients.Context().get(), requests[i], &response);
+        if (status.ok()) return;
+        ++failed;
+        std::lock_guard<std::mutex> lock(errors_mu);
+        if (errors.size() < 20) {
+          errors.push_back(absl::StrCat(requests[i].uscc(), ": ", status.error_message()));
+        }
+      },
+      [&](int64_t finished) { progress.Update(finished); });
+  progress.Finish(static_cast<int64_t>(requests.size()));
+  for (const std::string& error : errors) std::cerr << "not enrolled: " << error << "\n";
+  std::cerr << absl::StrFormat("%d enterprises: %d enrolled, %d failed, in %.1f s\n",
+                               requests.size(), requests.size() - failed.load(), failed.load(),
+                               absl::ToDoubleSeconds(progress.Elapsed()));
+  return failed.load() > 0 ? kExitFailed : kExitOk;
+}
+
 }  // namespace
 
 bool ParseEnumFlag(const google::protobuf::EnumDescriptor* type, const std::string& flag,
@@ -296,6 +353,18 @@ void AddRegistryCommands(CLI::App& app, CommandLine& command_line) {
                   << response.enterprise().park_id() << "\n";
         return kExitOk;
       };
+    });
+  }
+  {
+    auto path = std::make_shared<std::string>();
+    CLI::App* command = AddCommand(
+        *enterprise, "enroll-bulk",
+        "Enroll many enterprises: an NDJSON file of stip.v1.EnrollEnterpriseRequest, one a "
+        "line (idempotent: running it again changes nothing); exit 1 if any fails",
+        "stipctl enterprise enroll-bulk enterprises.ndjson");
+    command->add_option("FILE", *path, "The NDJSON file")->required();
+    command->callback([cl, path] {
+      cl->run = [path](Clients& clients) { return RunEnrollBulk(clients, *path); };
     });
   }
   {
