@@ -23,8 +23,6 @@
 #include "stip/v1/registry_service.grpc.pb.h"
 #include "tests/support/enroll_everyone_registry.h"
 #include "tests/support/test_environment.h"
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 
 namespace stip::intake {
@@ -32,22 +30,6 @@ namespace {
 
 constexpr const char* kPark = testing::EnrollEveryoneRegistry::kParkId;
 using FakeRegistry = testing::EnrollEveryoneRegistry;
-
-// A port free at the time of the call.
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  close(fd);
-  return port;
-}
 
 std::filesystem::path IntakeBinary() {
   return testing::TestProgramPath("stip-intake").parent_path().parent_path() / "services" /
@@ -63,7 +45,7 @@ TEST(IntakeBinaryTest, AcceptsAFilingAndShutsDownCleanlyOnSigterm) {
 
   testing::TempDir dir;
   const std::string events = absl::StrCat("sqlite://", (dir.path() / "events.db").string());
-  const int port = FreePort();
+  const int port = testing::FreeLoopbackPort();
   ASSERT_GT(port, 0);
   testing::ChildProcess intake({IntakeBinary().string(), absl::StrCat("--events=", events),
                                 absl::StrCat("--grpc-listen=127.0.0.1:", port),

@@ -41,8 +41,6 @@
 #include "stip/v1/intake_service.grpc.pb.h"
 #include "stip/v1/registry_service.grpc.pb.h"
 #include "tests/support/test_environment.h"
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 
 namespace stip::intake {
@@ -59,22 +57,6 @@ std::filesystem::path RegistryBinary() {
 }
 std::filesystem::path IntakeBinary() {
   return BuildFolder() / "services" / "intake" / "stip-intake";
-}
-
-// A port free at the time of the call.
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  close(fd);
-  return port;
 }
 
 std::string Uscc(const std::string& first17) { return first17 + *UsccCheckCharacter(first17); }
@@ -120,7 +102,7 @@ std::vector<std::pair<std::string, std::string>> Preconditions(const grpc::Statu
 // A started stip-intake and a stub to it.
 struct Intake {
   Intake(const std::string& events, int registry_port) {
-    const int port = FreePort();
+    const int port = testing::FreeLoopbackPort();
     EXPECT_GT(port, 0);
     process = std::make_unique<testing::ChildProcess>(std::vector<std::string>{
         IntakeBinary().string(), "--events=" + events,
@@ -160,7 +142,7 @@ TEST(IntakeRegistryTest, EnrollmentParkAndRevisionAreCheckedWithTheRealRegistry)
   const std::string events = absl::StrCat("sqlite://", (dir.path() / "events.db").string());
   const std::string db = absl::StrCat("sqlite://", (dir.path() / "registry.db").string());
 
-  const int registry_port = FreePort();
+  const int registry_port = testing::FreeLoopbackPort();
   ASSERT_GT(registry_port, 0);
   testing::ChildProcess registry_process(
       {RegistryBinary().string(), "--events=" + events, "--db=" + db,

@@ -43,8 +43,6 @@
 #include "stip/v1/decision.pb.h"
 #include "stip/v1/registry_service.grpc.pb.h"
 #include "tests/support/test_environment.h"
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 
 namespace stip::registry {
@@ -62,22 +60,6 @@ constexpr char kPark[] = "urumqi-hnz";
 std::filesystem::path RegistryBinary() {
   return testing::TestProgramPath("stip-registry").parent_path().parent_path() / "services" /
          "registry" / "stip-registry";
-}
-
-// A port free at the time of the call.
-int FreePort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
-    port = ntohs(address.sin_port);
-  }
-  close(fd);
-  return port;
 }
 
 // The seq of a cursor "d.<seq>"; -1 when it is not one.
@@ -366,7 +348,7 @@ TEST_P(RegistryWatchReconnectTest, EveryDecisionOnceInOrderAcrossTwentyDisconnec
   ASSERT_TRUE((*log)->EnsureTopics(topics).ok());
 
   ASSERT_TRUE(std::filesystem::exists(RegistryBinary())) << RegistryBinary() << " is not built";
-  const int port = FreePort();
+  const int port = testing::FreeLoopbackPort();
   ASSERT_GT(port, 0);
   testing::ChildProcess registry(
       {RegistryBinary().string(), "--events=" + events_url, "--db=" + db_url,

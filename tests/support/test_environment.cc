@@ -11,7 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include <arpa/inet.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 namespace stip::testing {
@@ -72,6 +75,21 @@ std::string FreshPostgresDatabase(const std::string& prefix) {
   std::string url = base.substr(0, path) + "/" + name;
   if (query != std::string::npos) url += base.substr(query);
   return url;
+}
+
+int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  close(fd);
+  return port;
 }
 
 std::string UniqueName(const std::string& prefix) {

@@ -22,6 +22,10 @@ std::string PostgresUrl();
 // Fails the calling test (and returns "") when it cannot be created.
 std::string FreshPostgresDatabase(const std::string& prefix);
 
+// A TCP port on 127.0.0.1 that was free when asked, for a child server to listen on (a
+// race with other processes is possible but, on loopback in a test run, unlikely).
+int FreeLoopbackPort();
+
 // "prefix-<pid>-<counter>-<random>": a topic or group name no other test run uses.
 std::string UniqueName(const std::string& prefix);
 
