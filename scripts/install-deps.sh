@@ -28,6 +28,7 @@ packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang-format
   libgmp-dev  # exact rationals, the oracle of the evaluator's property test
+  python3     # the end-to-end test's JSON checks (tests/e2e/e2e_check.py)
   # the real servers the integration tests run against
   postgresql maven
 )
