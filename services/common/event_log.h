@@ -175,6 +175,11 @@ class EventLog {
   // Creates the topics that do not exist yet. Existing topics are left as they are.
   virtual absl::Status EnsureTopics(absl::Span<const TopicSpec> topics) = 0;
 
+  // Whether the log answers now (Kafka: a metadata request to the cluster within
+  // `timeout`; SQLite: the file can be read). kUnavailable naming what failed. For health
+  // checks: blocks for at most `timeout`.
+  virtual absl::Status CheckReachable(absl::Duration timeout) = 0;
+
   virtual absl::StatusOr<std::unique_ptr<EventPublisher>> NewPublisher() = 0;
   virtual absl::StatusOr<std::unique_ptr<EventConsumer>> NewConsumer(
       const ConsumerOptions& options) = 0;

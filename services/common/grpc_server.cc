@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <climits>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <utility>
 
 #include "absl/strings/cord.h"
@@ -31,6 +34,18 @@
 
 namespace stip {
 namespace {
+
+// A PEM file's contents; kFailedPrecondition naming `what` and the file when unreadable.
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, const char* what) {
+  std::ifstream file(path, std::ios::binary);
+  std::string contents((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  if (!file.good() && !file.eof()) contents.clear();
+  if (contents.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read ", what, " from ", path, " (a PEM file)"));
+  }
+  return contents;
+}
 
 constexpr char kBadRequestTypeUrl[] = "type.googleapis.com/google.rpc.BadRequest";
 
@@ -177,6 +192,39 @@ class ReflectionOption final : public grpc::ServerBuilderOption {
 
 }  // namespace
 
+namespace {
+
+// The server's credentials: TLS when a certificate and key are configured.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFor(
+    const GrpcServerOptions& options) {
+  if (options.tls_cert_file.empty() && options.tls_key_file.empty()) {
+    if (!options.tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls-client-ca-file needs --tls-cert-file and --tls-key-file (TLS on the gRPC port)");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert-file and --tls-key-file go together: TLS needs both");
+  }
+  auto cert = ReadPemFile(options.tls_cert_file, "the TLS certificate");
+  if (!cert.ok()) return cert.status();
+  auto key = ReadPemFile(options.tls_key_file, "the TLS private key");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  ssl.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
+  if (!options.tls_client_ca_file.empty()) {
+    auto ca = ReadPemFile(options.tls_client_ca_file, "the client CA certificate");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
     const GrpcServerOptions& options, const std::vector<grpc::Service*>& services,
     HealthReporter* health) {
@@ -190,8 +238,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
 
   grpc::ServerBuilder builder;
   auto server = std::unique_ptr<GrpcServer>(new GrpcServer());
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(),
-                           &server->port_);
+  auto credentials = ServerCredentialsFor(options);
+  if (!credentials.ok()) return credentials.status();
+  builder.AddListeningPort(options.listen_address, *credentials, &server->port_);
   for (grpc::Service* service : services) builder.RegisterService(service);
 
   // Without SO_REUSEPORT a second instance on the same port fails to start rather than
@@ -237,12 +286,44 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
     health_service->SetServingStatus(name, true);
   }
   health_service->SetServingStatus(true);
+  // Every name follows readiness, not only "": a client asking for its service by name
+  // (stipctl health) must hear NOT_SERVING while the process drains or waits for Kafka.
+  const std::vector<std::string> names = options.health_service_names;
+  auto follow = [names](grpc::HealthCheckServiceInterface* service) {
+    return [service, names](bool serving) {
+      service->SetServingStatus(serving);
+      for (const std::string& name : names) service->SetServingStatus(name, serving);
+    };
+  };
   if (health != nullptr) {
-    server->health_subscription_ = health->Subscribe(
-        [health_service](bool serving) { health_service->SetServingStatus(serving); });
+    server->health_subscription_ = health->Subscribe(follow(health_service));
   }
-  spdlog::info("gRPC server listening on {} (port {}){}", options.listen_address, server->port_,
+  spdlog::info("gRPC server listening on {} (port {}){}{}", options.listen_address, server->port_,
+               options.tls_cert_file.empty() ? "" : ", TLS",
                options.enable_reflection ? ", reflection on" : "");
+
+  if (!options.health_listen_address.empty()) {
+    // A server of its own: plaintext whatever the main port uses, and nothing but health.
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(options.health_listen_address,
+                                    grpc::InsecureServerCredentials(), &server->health_port_);
+    health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    server->health_server_ = health_builder.BuildAndStart();
+    if (server->health_server_ == nullptr || server->health_port_ == 0) {
+      if (server->health_server_ != nullptr) server->health_server_->Shutdown();
+      server->server_->Shutdown();
+      return absl::UnavailableError(absl::StrCat("cannot serve gRPC health on ",
+                                                 options.health_listen_address,
+                                                 ": the address is in use or not valid"));
+    }
+    grpc::HealthCheckServiceInterface* probes = server->health_server_->GetHealthCheckService();
+    probes->SetServingStatus(kLivenessHealthService, true);
+    probes->SetServingStatus(true);
+    for (const std::string& name : names) probes->SetServingStatus(name, true);
+    if (health != nullptr) server->health_port_subscription_ = health->Subscribe(follow(probes));
+    spdlog::info("gRPC health (readiness \"\", liveness \"{}\") on {} (port {})",
+                 kLivenessHealthService, options.health_listen_address, server->health_port_);
+  }
   return server;
 }
 
@@ -251,6 +332,13 @@ void GrpcServer::Shutdown(absl::Time deadline) {
   std::call_once(shutdown_once_, [&] {
     // Stop following the reporter: NOT_SERVING from here on, whatever it says.
     health_subscription_ = HealthReporter::Subscription();
+    health_port_subscription_ = HealthReporter::Subscription();
+    if (health_server_ != nullptr) {
+      // Not ready from here on (every name but liveness); still alive until the drain is over.
+      grpc::HealthCheckServiceInterface* probes = health_server_->GetHealthCheckService();
+      probes->SetServingStatus(false);
+      probes->SetServingStatus(kLivenessHealthService, true);
+    }
     if (server_ == nullptr) return;
     if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
       health->SetServingStatus(false);
@@ -259,6 +347,11 @@ void GrpcServer::Shutdown(absl::Time deadline) {
     const absl::Time start = absl::Now();
     server_->Shutdown(absl::ToChronoTime(deadline));
     server_->Wait();
+    if (health_server_ != nullptr) {
+      health_server_->GetHealthCheckService()->Shutdown();
+      health_server_->Shutdown(absl::ToChronoTime(deadline));
+      health_server_->Wait();
+    }
     spdlog::info("gRPC server on port {} shut down in {}", port_,
                  absl::FormatDuration(absl::Now() - start));
   });
@@ -266,7 +359,9 @@ void GrpcServer::Shutdown(absl::Time deadline) {
 
 GrpcServer::~GrpcServer() { Shutdown(absl::Now()); }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const GrpcLimits& limits) {
+namespace {
+
+grpc::ChannelArguments ChannelArgumentsFor(const GrpcLimits& limits) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(limits.max_message_bytes);
   args.SetMaxSendMessageSize(limits.max_message_bytes);
@@ -279,7 +374,24 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const Grpc
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // A restarted pod is back in seconds; do not wait gRPC's default two minutes for it.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 10000);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  return args;
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const GrpcLimits& limits) {
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(),
+                                   ChannelArgumentsFor(limits));
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeTlsChannel(const std::string& target,
+                                                              const GrpcLimits& limits,
+                                                              const std::string& tls_ca_file) {
+  grpc::SslCredentialsOptions ssl;
+  auto ca = ReadPemFile(tls_ca_file, "the CA certificate");
+  if (!ca.ok()) return ca.status();
+  ssl.pem_root_certs = *std::move(ca);
+  return grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), ChannelArgumentsFor(limits));
 }
 
 absl::Time EffectiveDeadline(const grpc::ServerContextBase& context,

@@ -72,7 +72,20 @@ struct GrpcServerOptions {
   // Service names reported by the health service besides "" (the whole server, which is what
   // Kubernetes' gRPC probes ask by default), e.g. "stip.v1.IntakeService".
   std::vector<std::string> health_service_names;
+  // When set, a second server on this address, always plaintext, serves only
+  // grpc.health.v1.Health for Kubernetes' native gRPC probes (which cannot speak TLS):
+  // service "" is readiness (follows the HealthReporter), kLivenessHealthService is
+  // liveness (SERVING until Shutdown: a process waiting for Kafka is alive, not ready).
+  std::string health_listen_address;
+  // TLS on listen_address when both are set (PEM files, read at start-up). With
+  // tls_client_ca_file, every client must present a certificate signed by that CA.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
+
+// The health service name of liveness on the health port.
+inline constexpr char kLivenessHealthService[] = "stip.liveness";
 
 // A running gRPC server. Thread-safe. Destroying it shuts it down at once (in-flight calls
 // are cancelled); Shutdown first to drain them.
@@ -84,6 +97,8 @@ class GrpcServer {
 
   // The port bound, useful after listening on port 0.
   int port() const { return port_; }
+  // The health port bound (0 without health_listen_address).
+  int health_port() const { return health_port_; }
   grpc::Server* server() { return server_.get(); }
 
   // Reports NOT_SERVING, stops accepting calls, lets in-flight calls finish until `deadline`
@@ -99,9 +114,13 @@ class GrpcServer {
 
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  std::unique_ptr<grpc::Server> health_server_;
+  int health_port_ = 0;
   std::once_flag shutdown_once_;
-  // Last, so that it is destroyed first: no health change reaches a server being destroyed.
+  // Last, so that they are destroyed first: no health change reaches a server being
+  // destroyed.
   HealthReporter::Subscription health_subscription_;
+  HealthReporter::Subscription health_port_subscription_;
 };
 
 // Builds and starts a server for `services` (each outlives the server) with the options'
@@ -122,6 +141,11 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
 // with the same message-size and metadata limits and keepalive as the servers. Plaintext.
 // Never fails: connection errors show on calls.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, const GrpcLimits& limits);
+// The same over TLS, verifying the server's certificate against the CA in `tls_ca_file`
+// (PEM). kFailedPrecondition naming the file when it cannot be read.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeTlsChannel(const std::string& target,
+                                                              const GrpcLimits& limits,
+                                                              const std::string& tls_ca_file);
 
 // Deadlines. gRPC servers cannot impose a deadline on a call whose client set none; the
 // default applies to the work a handler does for it instead. Handlers bound their waits

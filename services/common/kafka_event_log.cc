@@ -175,6 +175,20 @@ class KafkaEventLog final : public EventLog {
     return created;
   }
 
+  absl::Status CheckReachable(absl::Duration timeout) override {
+    const rd_kafka_metadata_t* metadata = nullptr;
+    const rd_kafka_resp_err_t err =
+        rd_kafka_metadata(admin_.get(), /*all_topics=*/0, nullptr, &metadata,
+                          static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      return absl::UnavailableError(absl::StrCat("the Kafka cluster at ",
+                                                 settings_.bootstrap_servers,
+                                                 " does not answer: ", rd_kafka_err2str(err)));
+    }
+    rd_kafka_metadata_destroy(metadata);
+    return absl::OkStatus();
+  }
+
   const kafka::Settings settings_;
   // For administration and metadata only; never produces.
   const kafka::ClientPtr admin_;

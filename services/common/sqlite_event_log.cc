@@ -98,6 +98,11 @@ class SqliteEventLog : public EventLog {
   absl::Status EnsureTopics(absl::Span<const TopicSpec> topics) override {
     return shared_->EnsureTopics(topics);
   }
+  // A fresh read-only connection reads the schema: the file is there and readable.
+  absl::Status CheckReachable(absl::Duration timeout) override {
+    STIP_ASSIGN_OR_RETURN(std::unique_ptr<SqliteDb> db, SqliteDb::Open(shared_->path(), timeout));
+    return db->Exec("SELECT COUNT(*) FROM sqlite_master");
+  }
   absl::StatusOr<std::unique_ptr<EventPublisher>> NewPublisher() override {
     return sqlite::NewPublisher(shared_);
   }

@@ -17,6 +17,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "services/common/config.h"
+#include "services/common/dependency_watch.h"
 #include "services/common/event_log.h"
 #include "services/common/grpc_server.h"
 #include "services/common/health.h"
@@ -49,6 +50,10 @@ int main(int argc, char** argv) {
   std::string registry_target = "127.0.0.1:50053";
   stip::AddSetting(app, "--registry", registry_target,
                    "The registry's gRPC address (host:port or dns:///name:port)");
+  std::string registry_tls_ca_file;
+  stip::AddSetting(app, "--registry-tls-ca-file", registry_tls_ca_file,
+                   "CA certificate (PEM) to verify the registry's TLS certificate with; set it "
+                   "when the registry's gRPC port speaks TLS");
   int partitions = 6;
   stip::AddSetting(app, "--partitions", partitions,
                    "Partitions of the topics created at start-up (existing ones are left)")
@@ -95,7 +100,19 @@ int main(int argc, char** argv) {
   auto publisher = (*log)->NewPublisher();
   if (!publisher.ok()) return stip::StartupFailure(kName, 1, publisher.status().ToString());
 
-  stip::intake::RegistryClient registry(stip::MakeChannel(registry_target, flags.grpc.limits));
+  std::shared_ptr<grpc::Channel> registry_channel;
+  if (registry_tls_ca_file.empty()) {
+    registry_channel = stip::MakeChannel(registry_target, flags.grpc.limits);
+  } else {
+    auto channel = stip::MakeTlsChannel(registry_target, flags.grpc.limits, registry_tls_ca_file);
+    if (!channel.ok()) {
+      return stip::StartupFailure(
+          kName, stip::kUsageExitCode,
+          absl::StrCat("--registry-tls-ca-file: ", channel.status().message()));
+    }
+    registry_channel = *std::move(channel);
+  }
+  stip::intake::RegistryClient registry(registry_channel);
   stip::intake::FilingIntake intake(&registry, publisher->get(),
                                     {.filings_topic = topics.accepted,
                                      .request_ttl = request_ttl,
@@ -125,6 +142,14 @@ int main(int argc, char** argv) {
   if (processor != nullptr) {
     stream.emplace("inbound", processor.get(), shutdown.RequestShutdownOnFailure("inbound"));
   }
+  // Ready while the broker and the registry answer: without them no filing can be accepted.
+  stip::DependencyWatch dependencies(
+      &health,
+      {{"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }},
+       {"registry", [&registry] {
+          return registry.Parks(absl::Now() + absl::Seconds(3), absl::ZeroDuration()).status();
+        }}});
+  stip::ProcessorThread dependency_thread("dependencies", &dependencies);
   spdlog::info("{} ready: gRPC on port {}, metrics on port {}, registry {}, inbound {}", kName,
                (*server)->port(), (*metrics)->port(), registry_target,
                inbound ? topics.inbound : std::string("off"));
@@ -133,9 +158,9 @@ int main(int argc, char** argv) {
     health.SetServing(false, "draining");
     return absl::OkStatus();
   });
-  if (stream.has_value()) {
-    shutdown.AddStep("stop processors", stip::StopProcessorsStep({&*stream}));
-  }
+  std::vector<stip::ProcessorThread*> threads = {&dependency_thread};
+  if (stream.has_value()) threads.push_back(&*stream);
+  shutdown.AddStep("stop processors", stip::StopProcessorsStep(threads));
   // Calls in flight finish: each answers only after its publish returned, so nothing
   // accepted is left unpublished when the publisher goes.
   shutdown.AddStep("gRPC server", [&server](absl::Time deadline) {

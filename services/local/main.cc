@@ -26,6 +26,7 @@
 #include "services/assessment/filing_history.h"
 #include "services/assessment/policy_store.h"
 #include "services/common/config.h"
+#include "services/common/dependency_watch.h"
 #include "services/common/event_log.h"
 #include "services/common/grpc_server.h"
 #include "services/common/health.h"
@@ -187,8 +188,7 @@ int main(int argc, char** argv) {
   stip::registry::RegistryApplier applier(log->get(), store->get(), &notifier);
   stip::registry::OutboxRelay relay(store->get(), publisher->get(), &notifier);
   stip::registry::RegistryServiceImpl registry_service(store->get(), &notifier);
-  stip::registry::Housekeeping housekeeping(store->get(), &registry_service, &health,
-                                            absl::Hours(24 * 30));
+  stip::registry::Housekeeping housekeeping(store->get(), &registry_service, absl::Hours(24 * 30));
   // Assessment.
   const std::string assessment_group(stip::assessment::kAssessmentGroup);
   stip::assessment::DecisionTopics decision_topics;
@@ -229,6 +229,10 @@ int main(int argc, char** argv) {
   stip::ProcessorThread apply("apply", &applier, shutdown.RequestShutdownOnFailure("apply"));
   stip::ProcessorThread relay_thread("outbox", &relay, shutdown.RequestShutdownOnFailure("outbox"));
   stip::ProcessorThread housekeeping_thread("housekeeping", &housekeeping);
+  stip::DependencyWatch dependencies(
+      &health, {{"database", [&store] { return (*store)->SchemaVersion().status(); }},
+                {"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }}});
+  stip::ProcessorThread dependency_thread("dependencies", &dependencies);
   stip::ProcessorThread assess_thread("assess", assess->get(),
                                       shutdown.RequestShutdownOnFailure("assess"));
   stip::ProcessorThread inbound_thread("inbound", inbound->get(),
@@ -255,7 +259,7 @@ int main(int argc, char** argv) {
   });
   shutdown.AddStep("stop processors",
                    stip::StopProcessorsStep({&inbound_thread, &assess_thread, &apply, &relay_thread,
-                                             &housekeeping_thread}));
+                                             &housekeeping_thread, &dependency_thread}));
   shutdown.AddStep("history reader", [&history](absl::Time deadline) {
     history.Stop(deadline);
     return absl::OkStatus();

@@ -7,8 +7,8 @@
 namespace stip::registry {
 
 Housekeeping::Housekeeping(RegistryStore* store, RegistryServiceImpl* service,
-                           HealthReporter* health, absl::Duration feed_retention)
-    : store_(store), service_(service), health_(health), feed_retention_(feed_retention) {}
+                           absl::Duration feed_retention)
+    : store_(store), service_(service), feed_retention_(feed_retention) {}
 
 absl::Status Housekeeping::Run() {
   static prometheus::Gauge& subscribers = prometheus::BuildGauge()
@@ -25,21 +25,10 @@ absl::Status Housekeeping::Run() {
           .Register(MetricsRegistry())
           .Add({});
   absl::Time next_prune = absl::Now();
-  bool database_ok = true;
   while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(2))) {
     subscribers.Set(service_->ActiveSubscribers());
     cut_off.Set(static_cast<double>(service_->SlowSubscribersCutOff()));
-    const absl::Status reachable = store_->SchemaVersion().status();
-    if (reachable.ok() != database_ok) {
-      database_ok = reachable.ok();
-      if (database_ok) {
-        spdlog::info("the database answers again");
-      } else {
-        spdlog::error("the database does not answer: {}", reachable.ToString());
-      }
-      health_->SetServing(database_ok, "database");
-    }
-    if (database_ok && absl::Now() >= next_prune) {
+    if (absl::Now() >= next_prune) {
       if (absl::Status pruned = store_->PruneFeeds(absl::Now() - feed_retention_); !pruned.ok()) {
         spdlog::warn("pruning the feeds: {}", pruned.ToString());
       }

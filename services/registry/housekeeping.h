@@ -1,5 +1,5 @@
-// The registry's periodic chores: health follows whether the database answers (NOT_SERVING
-// while it does not), the Watch subscriber gauges, and the feeds' retention (PruneFeeds).
+// The registry's periodic chores: the Watch subscriber gauges and the feeds' retention
+// (PruneFeeds). Whether the database answers is a DependencyWatch check of the main.
 //
 // Threading: Run() on one thread (a ProcessorThread); Stop() from any.
 #pragma once
@@ -8,7 +8,6 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "services/common/health.h"
 #include "services/common/runnable.h"
 #include "services/registry/registry_service.h"
 #include "services/registry/registry_store.h"
@@ -19,8 +18,7 @@ class Housekeeping : public Runnable {
  public:
   // Every pointer outlives this object. Watch cursors older than `feed_retention` get
   // OUT_OF_RANGE.
-  Housekeeping(RegistryStore* store, RegistryServiceImpl* service, HealthReporter* health,
-               absl::Duration feed_retention);
+  Housekeeping(RegistryStore* store, RegistryServiceImpl* service, absl::Duration feed_retention);
 
   absl::Status Run() override;
   // Idempotent (ProcessorThread stops it again when destroyed).
@@ -31,7 +29,6 @@ class Housekeeping : public Runnable {
  private:
   RegistryStore* const store_;
   RegistryServiceImpl* const service_;
-  HealthReporter* const health_;
   const absl::Duration feed_retention_;
   std::atomic<bool> stopping_{false};
   absl::Notification stop_;

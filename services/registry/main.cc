@@ -13,6 +13,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "services/common/config.h"
+#include "services/common/dependency_watch.h"
 #include "services/common/event_log.h"
 #include "services/common/grpc_server.h"
 #include "services/common/health.h"
@@ -132,8 +133,12 @@ int main(int argc, char** argv) {
   if (!server.ok()) return stip::StartupFailure(kName, 1, server.status().ToString());
   stip::ProcessorThread apply("apply", &applier, shutdown.RequestShutdownOnFailure("apply"));
   stip::ProcessorThread relay_thread("outbox", &relay, shutdown.RequestShutdownOnFailure("outbox"));
-  stip::registry::Housekeeping housekeeping(store->get(), &service, &health, feed_retention);
+  stip::registry::Housekeeping housekeeping(store->get(), &service, feed_retention);
   stip::ProcessorThread housekeeping_thread("housekeeping", &housekeeping);
+  stip::DependencyWatch dependencies(
+      &health, {{"database", [&store] { return (*store)->SchemaVersion().status(); }},
+                {"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }}});
+  stip::ProcessorThread dependency_thread("dependencies", &dependencies);
   spdlog::info("{} ready: gRPC on port {}, metrics on port {}, {} + {} -> {} as {}", kName,
                (*server)->port(), (*metrics)->port(), applier_options.filings_topic,
                applier_options.decisions_topic, (*store)->DisplayName(), applier_options.group);
@@ -150,8 +155,9 @@ int main(int argc, char** argv) {
     (*server)->Shutdown(deadline);
     return absl::OkStatus();
   });
-  shutdown.AddStep("stop applier, relay and housekeeping",
-                   stip::StopProcessorsStep({&apply, &relay_thread, &housekeeping_thread}));
+  shutdown.AddStep(
+      "stop applier, relay and housekeeping",
+      stip::StopProcessorsStep({&apply, &relay_thread, &housekeeping_thread, &dependency_thread}));
   shutdown.AddStep("metrics server", [&metrics](absl::Time) {
     metrics->reset();
     return absl::OkStatus();
