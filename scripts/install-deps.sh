@@ -28,6 +28,7 @@ packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang-format
   libgmp-dev  # exact rationals, the oracle of the evaluator's property test
+  openssl     # the TLS tests make their CA and certificates with the openssl CLI
   python3     # the end-to-end test's JSON checks (tests/e2e/e2e_check.py)
   unzip       # helm and kubectl come in a zip inside an npm package (scripts/fetch-k8s-tools.sh)
   # the real servers the integration tests run against

@@ -16,6 +16,7 @@
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/generic/async_generic_service.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/impl/server_builder_option.h"
 #include "grpcpp/resource_quota.h"
@@ -194,6 +195,29 @@ class ReflectionOption final : public grpc::ServerBuilderOption {
 
 namespace {
 
+// The limits every server of the process has, the health port's included.
+void ApplyLimits(const GrpcLimits& limits, grpc::ServerBuilder* builder) {
+  // Without SO_REUSEPORT a second instance on the same port fails to start rather than
+  // silently sharing the port (and its calls) with the first.
+  builder->AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder->SetMaxReceiveMessageSize(limits.max_message_bytes);
+  builder->SetMaxSendMessageSize(limits.max_message_bytes);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, limits.max_concurrent_streams);
+  builder->AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, limits.max_metadata_bytes);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ToMillis(limits.keepalive_time));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ToMillis(limits.keepalive_timeout));
+  // Clients made by MakeChannel ping idle connections too, to notice dead peers; allow it,
+  // but no more often than min_client_ping_interval.
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                              ToMillis(limits.min_client_ping_interval));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                              ToMillis(limits.max_connection_idle));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, ToMillis(limits.max_connection_age));
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                              ToMillis(limits.max_connection_age_grace));
+}
+
 // The server's credentials: TLS when a certificate and key are configured.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentialsFor(
     const GrpcServerOptions& options) {
@@ -243,24 +267,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
   builder.AddListeningPort(options.listen_address, *credentials, &server->port_);
   for (grpc::Service* service : services) builder.RegisterService(service);
 
-  // Without SO_REUSEPORT a second instance on the same port fails to start rather than
-  // silently sharing the port (and its calls) with the first.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.SetMaxReceiveMessageSize(limits.max_message_bytes);
-  builder.SetMaxSendMessageSize(limits.max_message_bytes);
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, limits.max_concurrent_streams);
-  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, limits.max_metadata_bytes);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ToMillis(limits.keepalive_time));
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ToMillis(limits.keepalive_timeout));
-  // Clients made by MakeChannel ping idle connections too, to notice dead peers; allow it,
-  // but no more often than min_client_ping_interval.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                             ToMillis(limits.min_client_ping_interval));
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, ToMillis(limits.max_connection_idle));
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, ToMillis(limits.max_connection_age));
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
-                             ToMillis(limits.max_connection_age_grace));
+  ApplyLimits(limits, &builder);
   if (options.max_threads > 0) {
     grpc::ResourceQuota quota("stip-grpc-server");
     quota.SetMaxThreads(options.max_threads);
@@ -291,7 +298,8 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
   const std::vector<std::string> names = options.health_service_names;
   auto follow = [names](grpc::HealthCheckServiceInterface* service) {
     return [service, names](bool serving) {
-      service->SetServingStatus(serving);
+      // By name: SetServingStatus(bool) sets every name the service knows, liveness included.
+      service->SetServingStatus("", serving);
       for (const std::string& name : names) service->SetServingStatus(name, serving);
     };
   };
@@ -307,7 +315,14 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
     grpc::ServerBuilder health_builder;
     health_builder.AddListeningPort(options.health_listen_address,
                                     grpc::InsecureServerCredentials(), &server->health_port_);
-    health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    ApplyLimits(limits, &health_builder);
+    // Nothing but health: not the reflection plugin that linking reflection registers globally.
+    health_builder.SetOption(std::make_unique<ReflectionOption>(false));
+    // The default health service is added when the server starts, too late for the builder,
+    // which refuses a server without any method of its own. A generic service answers every
+    // other method UNIMPLEMENTED (its default) and makes the server valid.
+    server->health_unimplemented_ = std::make_unique<grpc::CallbackGenericService>();
+    health_builder.RegisterCallbackGenericService(server->health_unimplemented_.get());
     server->health_server_ = health_builder.BuildAndStart();
     if (server->health_server_ == nullptr || server->health_port_ == 0) {
       if (server->health_server_ != nullptr) server->health_server_->Shutdown();
@@ -320,6 +335,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
     probes->SetServingStatus(kLivenessHealthService, true);
     probes->SetServingStatus(true);
     for (const std::string& name : names) probes->SetServingStatus(name, true);
+    server->health_service_names_ = names;
     if (health != nullptr) server->health_port_subscription_ = health->Subscribe(follow(probes));
     spdlog::info("gRPC health (readiness \"\", liveness \"{}\") on {} (port {})",
                  kLivenessHealthService, options.health_listen_address, server->health_port_);
@@ -335,9 +351,10 @@ void GrpcServer::Shutdown(absl::Time deadline) {
     health_port_subscription_ = HealthReporter::Subscription();
     if (health_server_ != nullptr) {
       // Not ready from here on (every name but liveness); still alive until the drain is over.
+      // By name, so that liveness never reads NOT_SERVING in between.
       grpc::HealthCheckServiceInterface* probes = health_server_->GetHealthCheckService();
-      probes->SetServingStatus(false);
-      probes->SetServingStatus(kLivenessHealthService, true);
+      probes->SetServingStatus("", false);
+      for (const std::string& name : health_service_names_) probes->SetServingStatus(name, false);
     }
     if (server_ == nullptr) return;
     if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {

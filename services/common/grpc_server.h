@@ -5,8 +5,10 @@
 // gRPC 1.51 (Debian 12) gets no security fixes since December 2022 (HTTP/2 rapid reset is
 // among the known issues), so every server and channel made here has message-size,
 // concurrent-stream, metadata and connection limits, a keepalive policy, and every call a
-// deadline. Transport security: plaintext. In Kubernetes it is expected from the mesh or the
-// network policy; the admin port listens on loopback by default.
+// deadline. Transport security: TLS on the gRPC port when a certificate and key are given
+// (mutual TLS with a client CA), plaintext otherwise (in Kubernetes then expected from the
+// mesh or the network policy); the health port is always plaintext, for the kubelet's
+// probes, and the admin port listens on loopback by default.
 #pragma once
 
 #include <chrono>
@@ -23,6 +25,7 @@
 #include "services/common/health.h"
 
 namespace grpc {
+class CallbackGenericService;
 class Channel;
 class ClientContext;
 class Server;
@@ -114,8 +117,12 @@ class GrpcServer {
 
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  // Answers UNIMPLEMENTED for every method of the health port but health; outlives it.
+  std::unique_ptr<grpc::CallbackGenericService> health_unimplemented_;
   std::unique_ptr<grpc::Server> health_server_;
   int health_port_ = 0;
+  // The names the health port reports besides "" and liveness.
+  std::vector<std::string> health_service_names_;
   std::once_flag shutdown_once_;
   // Last, so that they are destroyed first: no health change reaches a server being
   // destroyed.

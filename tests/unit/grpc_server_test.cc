@@ -2,13 +2,20 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <future>
+#include <iterator>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "google/rpc/error_details.pb.h"
@@ -25,6 +32,7 @@
 #include "services/common/health.h"
 #include "services/common/metrics.h"
 #include "stip/v1/assessment_service.grpc.pb.h"
+#include "tests/support/test_environment.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -32,6 +40,7 @@
 namespace stip {
 namespace {
 
+using ::stip::testing::TempDir;
 using ::testing::HasSubstr;
 
 constexpr char kEvaluateFiling[] = "/stip.v1.AssessmentService/EvaluateFiling";
@@ -476,6 +485,370 @@ TEST(StatusToGrpcTest, MapsCodesAndMessages) {
 TEST(StatusToGrpcTest, FieldViolationsOfOtherStatusesAreEmpty) {
   EXPECT_TRUE(FieldViolations(absl::InvalidArgumentError("plain")).empty());
   EXPECT_TRUE(FieldViolations(absl::OkStatus()).empty());
+}
+
+// The health port: readiness, liveness and nothing else, plaintext, for Kubernetes' probes.
+
+constexpr char kServiceName[] = "stip.v1.AssessmentService";
+constexpr char kServerReflection[] =
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+
+// EvaluateFiling waits until the test releases it (or the call is cancelled), so that a test
+// can hold Shutdown in its drain. One call per service.
+class BlockingAssessmentService final : public v1::AssessmentService::Service {
+ public:
+  grpc::Status EvaluateFiling(grpc::ServerContext* context, const v1::EvaluateFilingRequest*,
+                              v1::EvaluateFilingResponse*) override {
+    entered.Notify();
+    while (!release.WaitForNotificationWithTimeout(absl::Milliseconds(10))) {
+      if (context->IsCancelled()) return grpc::Status::CANCELLED;
+    }
+    return grpc::Status::OK;
+  }
+
+  absl::Notification entered;
+  absl::Notification release;
+};
+
+// Polls HealthStatus(channel, service) until it is `want` (-1: anything but SERVING); the last
+// status seen.
+int HealthStatusBecomes(const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
+                        int want, absl::Duration timeout = absl::Seconds(5)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  int status = HealthStatus(channel, service);
+  while (status != want && (want != -1 || status == 1) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+    status = HealthStatus(channel, service);
+  }
+  return status;
+}
+
+class GrpcServerHealthPortTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    GrpcServerOptions options = TestOptions();
+    options.health_listen_address = "127.0.0.1:0";
+    options.health_service_names = {kServiceName};
+    auto server = StartGrpcServer(options, {&service_}, &health_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    ASSERT_GT(server_->health_port(), 0);
+    ASSERT_NE(server_->health_port(), server_->port());
+    channel_ = MakeChannel(Target(*server_), options.limits);
+    probes_ = MakeChannel(absl::StrCat("127.0.0.1:", server_->health_port()), options.limits);
+  }
+
+  BlockingAssessmentService service_;
+  HealthReporter health_;
+  std::unique_ptr<GrpcServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<grpc::Channel> probes_;
+};
+
+TEST_F(GrpcServerHealthPortTest, AnswersReadinessLivenessAndTheServiceNames) {
+  EXPECT_EQ(HealthStatus(probes_, ""), 1);
+  EXPECT_EQ(HealthStatus(probes_, kLivenessHealthService), 1);
+  EXPECT_EQ(HealthStatus(probes_, kServiceName), 1);
+  EXPECT_EQ(HealthStatus(probes_, "stip.v1.NoSuchService"), -1);  // NOT_FOUND
+}
+
+TEST_F(GrpcServerHealthPortTest, ReadinessFollowsTheReporterAndLivenessDoesNot) {
+  health_.SetServing(false, "kafka");
+  EXPECT_EQ(HealthStatus(probes_, ""), 2);
+  EXPECT_EQ(HealthStatus(probes_, kServiceName), 2);
+  EXPECT_EQ(HealthStatus(probes_, kLivenessHealthService), 1);  // waiting for Kafka is alive
+  // The main port's names follow readiness too.
+  EXPECT_EQ(HealthStatus(channel_, ""), 2);
+  EXPECT_EQ(HealthStatus(channel_, kServiceName), 2);
+
+  health_.SetServing(true, "kafka");
+  EXPECT_EQ(HealthStatus(probes_, ""), 1);
+  EXPECT_EQ(HealthStatus(probes_, kServiceName), 1);
+  EXPECT_EQ(HealthStatus(probes_, kLivenessHealthService), 1);
+  EXPECT_EQ(HealthStatus(channel_, ""), 1);
+  EXPECT_EQ(HealthStatus(channel_, kServiceName), 1);
+}
+
+TEST_F(GrpcServerHealthPortTest, ServesNothingButHealth) {
+  std::string response;
+  EXPECT_EQ(GenericUnaryCall(probes_, kEvaluateFiling, "", &response).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(GenericUnaryCall(probes_, kGetPolicy, "", &response).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(GenericUnaryCall(probes_, kServerReflection, std::string("\x3a\x00", 2), &response)
+                .error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST_F(GrpcServerHealthPortTest, ShutdownIsNotReadyWhileDrainingButAliveUntilItEnds) {
+  auto stub = v1::AssessmentService::NewStub(channel_);
+  std::future<grpc::Status> call = std::async(std::launch::async, [&stub] {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    v1::EvaluateFilingResponse response;
+    return stub->EvaluateFiling(&context, {}, &response);
+  });
+  ASSERT_TRUE(service_.entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  std::future<void> shutdown = std::async(
+      std::launch::async, [this] { server_->Shutdown(absl::Now() + absl::Seconds(15)); });
+  // Draining: the call in hand holds Shutdown; probes see not ready, but alive.
+  EXPECT_EQ(HealthStatusBecomes(probes_, "", 2), 2);
+  EXPECT_EQ(HealthStatus(probes_, kServiceName), 2);
+  EXPECT_EQ(HealthStatus(probes_, kLivenessHealthService), 1);
+  EXPECT_NE(HealthStatusBecomes(channel_, "", -1), 1);  // refused, or NOT_SERVING
+  // The reporter recovering does not make a draining server ready again.
+  health_.SetServing(false, "kafka");
+  health_.SetServing(true, "kafka");
+  EXPECT_EQ(HealthStatus(probes_, ""), 2);
+  EXPECT_EQ(shutdown.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+
+  service_.release.Notify();
+  ASSERT_EQ(shutdown.wait_for(std::chrono::seconds(15)), std::future_status::ready);
+  const grpc::Status drained = call.get();
+  EXPECT_TRUE(drained.ok()) << drained.error_message();
+  // Shut down: nothing on either port says SERVING any more.
+  EXPECT_NE(HealthStatus(probes_, ""), 1);
+  EXPECT_NE(HealthStatus(probes_, kLivenessHealthService), 1);
+  EXPECT_NE(HealthStatus(channel_, ""), 1);
+}
+
+TEST(GrpcServerStartTest, AProcessNotReadyFromTheStartIsAlive) {
+  HealthReporter health;
+  health.SetServing(false, "kafka");  // waiting for the broker before the server starts
+  TestAssessmentService service(absl::Seconds(1));
+  GrpcServerOptions options = TestOptions();
+  options.health_listen_address = "127.0.0.1:0";
+  options.health_service_names = {kServiceName};
+  auto server = StartGrpcServer(options, {&service}, &health);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto probes = MakeChannel(absl::StrCat("127.0.0.1:", (*server)->health_port()), options.limits);
+  EXPECT_EQ(HealthStatus(probes, ""), 2);
+  EXPECT_EQ(HealthStatus(probes, kServiceName), 2);
+  EXPECT_EQ(HealthStatus(probes, kLivenessHealthService), 1);
+  EXPECT_EQ(HealthStatus(MakeChannel(Target(**server), options.limits), kServiceName), 2);
+  health.SetServing(true, "kafka");
+  EXPECT_EQ(HealthStatus(probes, ""), 1);
+}
+
+TEST(GrpcServerStartTest, BusyHealthPortIsReportedWithTheAddress) {
+  TestAssessmentService service(absl::Seconds(1));
+  auto first = StartGrpcServer(TestOptions(), {&service});
+  ASSERT_TRUE(first.ok()) << first.status();
+  GrpcServerOptions options = TestOptions();
+  options.health_listen_address = Target(**first);
+  TestAssessmentService other(absl::Seconds(1));
+  auto second = StartGrpcServer(options, {&other});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(), HasSubstr(options.health_listen_address));
+}
+
+// TLS on the gRPC port. The certificates are made at test time with the openssl CLI (the
+// openssl Debian package, which scripts/install-deps.sh installs).
+
+std::string ReadFile(const std::filesystem::path& path) {
+  std::ifstream file(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+}
+
+// Runs `command` with the shell, appending its output to `log`; an error quoting both when
+// it fails.
+absl::Status RunCommand(const std::string& command, const std::filesystem::path& log) {
+  const int status = std::system(absl::StrCat(command, " >>'", log.string(), "' 2>&1").c_str());
+  if (status == 0) return absl::OkStatus();
+  return absl::InternalError(
+      absl::StrCat("`", command, "` failed (status ", status, "):\n", ReadFile(log)));
+}
+
+// In `dir`: two CAs (ca, other-ca), a server certificate for localhost and 127.0.0.1 signed
+// by ca (server), and client certificates signed by ca (client) and by other-ca
+// (other-client); each as <name>.pem and <name>.key.
+absl::Status MakeCertificates(const std::filesystem::path& dir) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
+    return absl::FailedPreconditionError(
+        "openssl is not installed: the TLS tests make their certificates with it (install the "
+        "openssl package, as scripts/install-deps.sh does)");
+  }
+  const std::filesystem::path log = dir / "openssl.log";
+  const auto path = [&dir](const std::string& name) {
+    return absl::StrCat("'", (dir / name).string(), "'");
+  };
+  constexpr char kNewKey[] = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  for (const std::string& ca : std::vector<std::string>{"ca", "other-ca"}) {
+    absl::Status status =
+        RunCommand(absl::StrCat("openssl req -x509 ", kNewKey, " -days 2 -subj /CN=stip-test-", ca,
+                                " -keyout ", path(ca + ".key"), " -out ", path(ca + ".pem")),
+                   log);
+    if (!status.ok()) return status;
+  }
+  std::ofstream(dir / "server.ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+                                       "extendedKeyUsage=serverAuth\n";
+  std::ofstream(dir / "client.ext") << "extendedKeyUsage=clientAuth\n";
+  struct Leaf {
+    std::string name, ca, subject, extensions;
+  };
+  for (const Leaf& leaf :
+       {Leaf{"server", "ca", "/CN=localhost", "server.ext"},
+        Leaf{"client", "ca", "/CN=stip-test-client", "client.ext"},
+        Leaf{"other-client", "other-ca", "/CN=stip-test-client", "client.ext"}}) {
+    absl::Status status =
+        RunCommand(absl::StrCat("openssl req -new ", kNewKey, " -subj ", leaf.subject, " -keyout ",
+                                path(leaf.name + ".key"), " -out ", path(leaf.name + ".csr")),
+                   log);
+    if (!status.ok()) return status;
+    status = RunCommand(absl::StrCat("openssl x509 -req -days 2 -in ", path(leaf.name + ".csr"),
+                                     " -CA ", path(leaf.ca + ".pem"), " -CAkey ",
+                                     path(leaf.ca + ".key"), " -CAcreateserial -extfile ",
+                                     path(leaf.extensions), " -out ", path(leaf.name + ".pem")),
+                        log);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+class GrpcServerTlsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    *certificates_ = MakeCertificates(dir_->path());
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+
+  void SetUp() override { ASSERT_TRUE(certificates_->ok()) << *certificates_; }
+
+  static std::string File(const std::string& name) { return (dir_->path() / name).string(); }
+
+  // A TLS server on 127.0.0.1 with the server certificate, and a plaintext health port.
+  GrpcServerOptions TlsOptions() const {
+    GrpcServerOptions options = TestOptions();
+    options.tls_cert_file = File("server.pem");
+    options.tls_key_file = File("server.key");
+    options.health_listen_address = "127.0.0.1:0";
+    return options;
+  }
+
+  std::unique_ptr<GrpcServer> Start(const GrpcServerOptions& options) {
+    auto server = StartGrpcServer(options, {&service_}, &health_);
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? std::move(*server) : nullptr;
+  }
+
+  // A channel that trusts `ca` and presents the certificate `client` (<client>.pem/.key).
+  static std::shared_ptr<grpc::Channel> ClientCertificateChannel(const std::string& target,
+                                                                 const std::string& ca,
+                                                                 const std::string& client) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(File(ca + ".pem"));
+    ssl.pem_cert_chain = ReadFile(File(client + ".pem"));
+    ssl.pem_private_key = ReadFile(File(client + ".key"));
+    return grpc::CreateChannel(target, grpc::SslCredentials(ssl));
+  }
+
+  static TempDir* dir_;
+  static absl::Status* const certificates_;
+
+  TestAssessmentService service_{absl::Seconds(1)};
+  HealthReporter health_;
+};
+
+TempDir* GrpcServerTlsTest::dir_ = nullptr;
+absl::Status* const GrpcServerTlsTest::certificates_ = new absl::Status();
+
+TEST_F(GrpcServerTlsTest, AcceptsAClientThatTrustsTheCa) {
+  const std::unique_ptr<GrpcServer> server = Start(TlsOptions());
+  ASSERT_NE(server, nullptr);
+  auto channel = MakeTlsChannel(Target(*server), TestOptions().limits, File("ca.pem"));
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  EXPECT_EQ(HealthStatus(*channel), 1);
+  auto stub = v1::AssessmentService::NewStub(*channel);
+  grpc::ClientContext context;
+  v1::EvaluateFilingResponse response;
+  const grpc::Status status = stub->EvaluateFiling(&context, {}, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  // By name too, as the certificate says.
+  auto by_name = MakeTlsChannel(absl::StrCat("localhost:", server->port()), TestOptions().limits,
+                                File("ca.pem"));
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  EXPECT_EQ(HealthStatus(*by_name), 1);
+}
+
+TEST_F(GrpcServerTlsTest, RefusesAPlaintextClient) {
+  const std::unique_ptr<GrpcServer> server = Start(TlsOptions());
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(HealthStatus(MakeChannel(Target(*server), TestOptions().limits)), -1);
+}
+
+TEST_F(GrpcServerTlsTest, AClientTrustingAnotherCaRefusesTheServer) {
+  const std::unique_ptr<GrpcServer> server = Start(TlsOptions());
+  ASSERT_NE(server, nullptr);
+  auto channel = MakeTlsChannel(Target(*server), TestOptions().limits, File("other-ca.pem"));
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  EXPECT_EQ(HealthStatus(*channel), -1);
+}
+
+TEST_F(GrpcServerTlsTest, HealthPortStaysPlaintext) {
+  const std::unique_ptr<GrpcServer> server = Start(TlsOptions());
+  ASSERT_NE(server, nullptr);
+  auto probes = MakeChannel(absl::StrCat("127.0.0.1:", server->health_port()), {});
+  EXPECT_EQ(HealthStatus(probes, ""), 1);
+  EXPECT_EQ(HealthStatus(probes, kLivenessHealthService), 1);
+}
+
+TEST_F(GrpcServerTlsTest, MutualTlsRequiresAClientCertificateFromTheClientCa) {
+  GrpcServerOptions options = TlsOptions();
+  options.tls_client_ca_file = File("ca.pem");
+  const std::unique_ptr<GrpcServer> server = Start(options);
+  ASSERT_NE(server, nullptr);
+  // With a certificate the client CA signed: accepted.
+  EXPECT_EQ(HealthStatus(ClientCertificateChannel(Target(*server), "ca", "client")), 1);
+  // Without one: refused.
+  auto anonymous = MakeTlsChannel(Target(*server), TestOptions().limits, File("ca.pem"));
+  ASSERT_TRUE(anonymous.ok()) << anonymous.status();
+  EXPECT_EQ(HealthStatus(*anonymous), -1);
+  // With one another CA signed: refused.
+  EXPECT_EQ(HealthStatus(ClientCertificateChannel(Target(*server), "ca", "other-client")), -1);
+}
+
+TEST_F(GrpcServerTlsTest, HalfAConfigurationIsRefusedNamingTheFlags) {
+  GrpcServerOptions cert_only = TestOptions();
+  cert_only.tls_cert_file = File("server.pem");
+  absl::Status status = StartGrpcServer(cert_only, {&service_}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(status.message(), HasSubstr("--tls-cert-file"));
+  EXPECT_THAT(status.message(), HasSubstr("--tls-key-file"));
+
+  GrpcServerOptions key_only = TestOptions();
+  key_only.tls_key_file = File("server.key");
+  status = StartGrpcServer(key_only, {&service_}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(status.message(), HasSubstr("--tls-cert-file"));
+
+  GrpcServerOptions client_ca_only = TestOptions();
+  client_ca_only.tls_client_ca_file = File("ca.pem");
+  status = StartGrpcServer(client_ca_only, {&service_}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(status.message(), HasSubstr("--tls-client-ca-file"));
+}
+
+TEST_F(GrpcServerTlsTest, AnUnreadableFileIsRefusedNamingIt) {
+  const std::string missing = File("no-such.pem");
+  for (const auto& set : std::vector<std::function<void(GrpcServerOptions&)>>{
+           [&](GrpcServerOptions& o) { o.tls_cert_file = missing; },
+           [&](GrpcServerOptions& o) { o.tls_key_file = missing; },
+           [&](GrpcServerOptions& o) { o.tls_client_ca_file = missing; }}) {
+    GrpcServerOptions options = TlsOptions();
+    set(options);
+    const absl::Status status = StartGrpcServer(options, {&service_}).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+    EXPECT_THAT(status.message(), HasSubstr(missing));
+  }
+  const absl::Status channel = MakeTlsChannel("127.0.0.1:1", {}, missing).status();
+  EXPECT_EQ(channel.code(), absl::StatusCode::kFailedPrecondition) << channel;
+  EXPECT_THAT(channel.message(), HasSubstr(missing));
 }
 
 }  // namespace
