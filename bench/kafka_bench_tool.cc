@@ -1,0 +1,211 @@
+// kafka-bench-tool: the two Kafka pieces bench/run needs around the pipelines it measures.
+//
+//   kafka-bench-tool copy --kafka HOST:PORT --input T --output T --group G
+//                         [--commit-interval 100ms] --expect N
+//     The baseline of stage 1: a minimal transactional consume-produce copy on librdkafka's C
+//     API (the same loop as assessment-throughput's raw copy: poll, copy key, value and
+//     headers inside a transaction, every commit interval or 5000 messages send the
+//     positions to the transaction and commit it), run on an existing input topic until N
+//     messages are copied and committed. Prints one JSON line: elapsed_s from the first
+//     message polled to the last commit.
+//
+//   kafka-bench-tool watch --kafka HOST:PORT --topic T --expect N [--timeout-s 300]
+//     The yardstick every stage-1 pipeline is measured with: a read_committed consumer
+//     assigned to every partition of T from the beginning counts the messages it sees, i.e.
+//     the outputs whose transaction has committed. Prints one JSON line with the seconds
+//     (from the watcher's start) at which it saw the first, the N/10-th and the N-th
+//     message; exit 1 on timeout.
+//
+//   kafka-bench-tool create --kafka HOST:PORT [--partitions 6] TOPIC...
+//     Creates the topics (replication 1); an existing one is left as it is.
+//
+// Single-threaded; both exit when done. Errors end the process with exit 1 and a message.
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "bench/raw_copy.h"
+#include <librdkafka/rdkafka.h>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void Die(const std::string& what) {
+  std::cerr << "kafka-bench-tool: " << what << "\n";
+  std::exit(1);
+}
+
+double Seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+void SetOrDie(rd_kafka_conf_t* conf, const char* name, const std::string& value) {
+  char error[512];
+  if (rd_kafka_conf_set(conf, name, value.c_str(), error, sizeof(error)) != RD_KAFKA_CONF_OK) {
+    Die(absl::StrCat(name, ": ", error));
+  }
+}
+
+int Copy(const std::string& bootstrap, const std::string& input, const std::string& output,
+         const std::string& group, absl::Duration commit_interval, int64_t count) {
+  const stip::bench::RawCopyTimes times =
+      stip::bench::RawCopy(bootstrap, input, output, group, commit_interval, count);
+  std::cout << absl::StrFormat(
+      "{\"tool\":\"copy\",\"librdkafka\":\"%s\",\"copied\":%d,\"startup_s\":%.3f,"
+      "\"elapsed_s\":%.3f,\"rate_per_s\":%.1f}\n",
+      rd_kafka_version_str(), count, times.startup_s, times.elapsed_s, count / times.elapsed_s);
+  return 0;
+}
+
+int Watch(const std::string& bootstrap, const std::string& topic, int64_t count, int timeout_s) {
+  const Clock::time_point start = Clock::now();
+  char error[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  SetOrDie(conf, "bootstrap.servers", bootstrap);
+  SetOrDie(conf, "group.id", "kafka-bench-tool-watch");  // never joined: assign() only
+  SetOrDie(conf, "enable.auto.commit", "false");
+  SetOrDie(conf, "isolation.level", "read_committed");
+  SetOrDie(conf, "enable.partition.eof", "false");
+  // See each commit within milliseconds: no long fetch waits on the empty topic.
+  SetOrDie(conf, "fetch.wait.max.ms", "10");
+  SetOrDie(conf, "fetch.error.backoff.ms", "10");
+  rd_kafka_t* consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, error, sizeof(error));
+  if (consumer == nullptr) Die(error);
+  rd_kafka_poll_set_consumer(consumer);
+  // The topic exists (bench/run creates it before the pipeline starts).
+  const rd_kafka_metadata_t* metadata = nullptr;
+  rd_kafka_topic_t* handle = rd_kafka_topic_new(consumer, topic.c_str(), nullptr);
+  if (rd_kafka_resp_err_t err = rd_kafka_metadata(consumer, 0, handle, &metadata, 10000);
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    Die(absl::StrCat("metadata of ", topic, ": ", rd_kafka_err2str(err)));
+  }
+  if (metadata->topic_cnt != 1 || metadata->topics[0].partition_cnt == 0) {
+    Die(absl::StrCat("no topic ", topic));
+  }
+  rd_kafka_topic_partition_list_t* partitions = rd_kafka_topic_partition_list_new(1);
+  for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
+    rd_kafka_topic_partition_list_add(partitions, topic.c_str(), i)->offset =
+        RD_KAFKA_OFFSET_BEGINNING;
+  }
+  rd_kafka_metadata_destroy(metadata);
+  rd_kafka_topic_destroy(handle);
+  if (rd_kafka_resp_err_t err = rd_kafka_assign(consumer, partitions);
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    Die(absl::StrCat("assign: ", rd_kafka_err2str(err)));
+  }
+  rd_kafka_topic_partition_list_destroy(partitions);
+
+  const int64_t tenth = std::max<int64_t>(1, count / 10);
+  int64_t seen = 0;
+  double first_s = 0, tenth_s = 0, last_s = 0;
+  const Clock::time_point deadline = start + std::chrono::seconds(timeout_s);
+  while (seen < count) {
+    if (Clock::now() > deadline) {
+      std::cerr << "kafka-bench-tool: watch: " << seen << " of " << count << " in " << topic
+                << " after " << timeout_s << " s\n";
+      return 1;
+    }
+    rd_kafka_message_t* message = rd_kafka_consumer_poll(consumer, 100);
+    if (message == nullptr) continue;
+    if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      ++seen;
+      const double now = Seconds(start, Clock::now());
+      if (seen == 1) first_s = now;
+      if (seen == tenth) tenth_s = now;
+      if (seen == count) last_s = now;
+    }
+    rd_kafka_message_destroy(message);
+  }
+  rd_kafka_destroy(consumer);
+  std::cout << absl::StrFormat(
+      "{\"tool\":\"watch\",\"topic\":\"%s\",\"seen\":%d,\"first_s\":%.3f,\"tenth_s\":%.3f,"
+      "\"last_s\":%.3f}\n",
+      topic, seen, first_s, tenth_s, last_s);
+  return 0;
+}
+
+int Create(const std::string& bootstrap, const std::vector<std::string>& names, int partitions) {
+  char error[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  SetOrDie(conf, "bootstrap.servers", bootstrap);
+  rd_kafka_t* admin = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof(error));
+  if (admin == nullptr) Die(error);
+  std::vector<rd_kafka_NewTopic_t*> topics;
+  for (const std::string& name : names) {
+    rd_kafka_NewTopic_t* topic =
+        rd_kafka_NewTopic_new(name.c_str(), partitions, 1, error, sizeof(error));
+    if (topic == nullptr) Die(absl::StrCat(name, ": ", error));
+    topics.push_back(topic);
+  }
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(admin);
+  rd_kafka_CreateTopics(admin, topics.data(), topics.size(), nullptr, queue);
+  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 30000);
+  if (event == nullptr) Die("CreateTopics: no answer within 30 s");
+  if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    Die(absl::StrCat("CreateTopics: ", rd_kafka_event_error_string(event)));
+  }
+  size_t count = 0;
+  const rd_kafka_topic_result_t** results =
+      rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), &count);
+  for (size_t i = 0; i < count; ++i) {
+    const rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+      Die(absl::StrCat(rd_kafka_topic_result_name(results[i]), ": ", rd_kafka_err2str(err)));
+    }
+  }
+  rd_kafka_event_destroy(event);
+  rd_kafka_NewTopic_destroy_array(topics.data(), topics.size());
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_destroy(admin);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Kafka helpers of bench/run: a raw transactional copy and a committed-output watch"};
+  app.require_subcommand(1);
+  std::string bootstrap = "127.0.0.1:19092";
+  std::string input, output, group, topic, commit_interval_text = "100ms";
+  int64_t expect = 0;
+  int timeout_s = 300;
+  CLI::App* copy = app.add_subcommand("copy", "Transactional copy of --input to --output");
+  copy->add_option("--kafka", bootstrap, "Kafka bootstrap servers")->capture_default_str();
+  copy->add_option("--input", input, "Topic read (exists)")->required();
+  copy->add_option("--output", output, "Topic written (exists)")->required();
+  copy->add_option("--group", group, "Consumer group and transactional id (new per run)")
+      ->required();
+  copy->add_option("--commit-interval", commit_interval_text, "Commit interval")
+      ->capture_default_str();
+  copy->add_option("--expect", expect, "Messages to copy, then exit")->required();
+  CLI::App* watch = app.add_subcommand("watch", "Count committed messages of --topic");
+  watch->add_option("--kafka", bootstrap, "Kafka bootstrap servers")->capture_default_str();
+  watch->add_option("--topic", topic, "Topic watched (exists)")->required();
+  watch->add_option("--expect", expect, "Messages to wait for")->required();
+  watch->add_option("--timeout-s", timeout_s, "Give up after")->capture_default_str();
+  std::vector<std::string> names;
+  int partitions = 6;
+  CLI::App* create = app.add_subcommand("create", "Create topics (existing ones are left)");
+  create->add_option("--kafka", bootstrap, "Kafka bootstrap servers")->capture_default_str();
+  create->add_option("--partitions", partitions, "Partitions")->capture_default_str();
+  create->add_option("topics", names, "Topic names")->required();
+  CLI11_PARSE(app, argc, argv);
+  if (*create) return Create(bootstrap, names, partitions);
+  if (expect <= 0) Die("--expect must be positive");
+  if (*copy) {
+    absl::Duration commit_interval;
+    if (!absl::ParseDuration(commit_interval_text, &commit_interval)) {
+      Die("--commit-interval: " + commit_interval_text);
+    }
+    return Copy(bootstrap, input, output, group, commit_interval, expect);
+  }
+  return Watch(bootstrap, topic, expect, timeout_s);
+}

@@ -1,0 +1,31 @@
+// The baseline of the assessment benchmarks: a minimal transactional consume-produce copy on
+// librdkafka's C API. Used by assessment-throughput and by kafka-bench-tool (bench/run).
+#ifndef STIP_BENCH_RAW_COPY_H_
+#define STIP_BENCH_RAW_COPY_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/time/time.h"
+
+namespace stip::bench {
+
+struct RawCopyTimes {
+  double startup_s = 0;  // from the call to the first message polled (group join, init)
+  double elapsed_s = 0;  // from the first message polled to the commit of the last
+};
+
+// Polls `input` in consumer group `group` from its start, copies each message (key, value,
+// headers) to `output` inside a transaction, and every `commit_interval` (or 5000 messages,
+// as the event log's processor) sends the consumer's positions to the transaction and commits
+// it; returns when `count` messages are copied and committed. Configured as the processor's
+// clients are (read_committed, idempotent transactional producer with transactional.id
+// `group`, linger.ms=5, murmur2). Blocks the calling thread; exits the process with a message
+// on any Kafka error (a benchmark has no use for a partial result).
+RawCopyTimes RawCopy(const std::string& bootstrap, const std::string& input,
+                     const std::string& output, const std::string& group,
+                     absl::Duration commit_interval, int64_t count);
+
+}  // namespace stip::bench
+
+#endif  // STIP_BENCH_RAW_COPY_H_
