@@ -36,23 +36,10 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void Die(const std::string& what) {
-  std::cerr << "kafka-bench-tool: " << what << "\n";
-  std::exit(1);
-}
-
-double Seconds(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double>(to - from).count();
-}
-
-void SetOrDie(rd_kafka_conf_t* conf, const char* name, const std::string& value) {
-  char error[512];
-  if (rd_kafka_conf_set(conf, name, value.c_str(), error, sizeof(error)) != RD_KAFKA_CONF_OK) {
-    Die(absl::StrCat(name, ": ", error));
-  }
-}
+using stip::bench::Clock;
+using stip::bench::Die;
+using stip::bench::Seconds;
+using stip::bench::SetOrDie;
 
 int Copy(const std::string& bootstrap, const std::string& input, const std::string& output,
          const std::string& group, absl::Duration commit_interval, int64_t count) {

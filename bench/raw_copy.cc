@@ -1,5 +1,7 @@
 #include "bench/raw_copy.h"
 
+#include <errno.h>  // program_invocation_short_name
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -9,12 +11,9 @@
 #include <librdkafka/rdkafka.h>
 
 namespace stip::bench {
-namespace {
 
-using Clock = std::chrono::steady_clock;
-
-[[noreturn]] void Die(const std::string& what) {
-  std::cerr << "raw copy: " << what << "\n";
+void Die(const std::string& what) {
+  std::cerr << program_invocation_short_name << ": " << what << "\n";
   std::exit(1);
 }
 
@@ -28,6 +27,8 @@ void SetOrDie(rd_kafka_conf_t* conf, const char* name, const std::string& value)
     Die(absl::StrCat(name, ": ", error));
   }
 }
+
+namespace {
 
 void CheckError(rd_kafka_error_t* error, const char* what) {
   if (error == nullptr) return;

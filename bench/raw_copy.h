@@ -1,14 +1,25 @@
 // The baseline of the assessment benchmarks: a minimal transactional consume-produce copy on
-// librdkafka's C API. Used by assessment-throughput and by kafka-bench-tool (bench/run).
+// librdkafka's C API, and the few helpers the Kafka benchmarks share. Used by
+// assessment-throughput and by kafka-bench-tool (bench/run).
 #ifndef STIP_BENCH_RAW_COPY_H_
 #define STIP_BENCH_RAW_COPY_H_
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
 #include "absl/time/time.h"
+#include <librdkafka/rdkafka.h>
 
 namespace stip::bench {
+
+using Clock = std::chrono::steady_clock;
+
+// Prints "<program>: what" and exits 1: a benchmark has no use for a partial result.
+[[noreturn]] void Die(const std::string& what);
+double Seconds(Clock::time_point from, Clock::time_point to);
+// rd_kafka_conf_set, or Die naming the property.
+void SetOrDie(rd_kafka_conf_t* conf, const char* name, const std::string& value);
 
 struct RawCopyTimes {
   double startup_s = 0;  // from the call to the first message polled (group join, init)

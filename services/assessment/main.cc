@@ -73,17 +73,8 @@ int main(int argc, char** argv) {
                    "Topic decisions are published to (tests and migrations)");
   stip::AddSetting(app, "--rejected-topic", topics.rejected,
                    "Topic filings no policy covers are reported to (tests and migrations)");
-  std::vector<std::string> kafka_properties;
-  stip::AddSetting(app, "--kafka-property", kafka_properties, stip::kKafkaPropertyHelp);
   stip::ParseCommandLineOrExit(app, argc, argv);
   stip::InitLogging(kName, flags.log_level, flags.log_format);
-
-  stip::EventLogOptions log_options;
-  if (absl::Status parsed =
-          stip::ParseKafkaProperties(kafka_properties, log_options.kafka_properties);
-      !parsed.ok()) {
-    return stip::StartupFailure(kName, stip::kUsageExitCode, std::string(parsed.message()));
-  }
 
   auto policies = stip::assessment::PolicyStore::Open(policies_dir);
   if (!policies.ok()) {
@@ -92,7 +83,7 @@ int main(int argc, char** argv) {
   }
   spdlog::info("policies: {} loaded from {}", (*policies)->Current()->List().size(), policies_dir);
 
-  auto log = stip::OpenEventLog(flags.events_url, log_options);
+  auto log = flags.OpenEventLog();
   if (!log.ok()) {
     return stip::StartupFailure(kName,
                                 absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,

@@ -277,6 +277,9 @@ void ServiceFlags::Register(CLI::App& app) {
                      /*allow_infinite=*/true);
   AddDurationSetting(app, "--default-rpc-deadline", grpc.limits.default_rpc_deadline,
                      "Deadline for the work of a gRPC call whose caller set none");
+  AddSetting(app, "--kafka-property", kafka_properties,
+             "A librdkafka property NAME=VALUE for every Kafka client (repeatable; librdkafka "
+             "warns about it where a client does not take it), e.g. session.timeout.ms=10000");
 }
 
 absl::Status ParseCommandLine(CLI::App& app, const std::vector<std::string>& args,
@@ -351,17 +354,17 @@ std::string DefaultInstanceId() {
   return name;
 }
 
-absl::Status ParseKafkaProperties(const std::vector<std::string>& values,
-                                  std::map<std::string, std::string>& properties) {
-  for (const std::string& value : values) {
+absl::StatusOr<std::unique_ptr<EventLog>> ServiceFlags::OpenEventLog() const {
+  EventLogOptions options;
+  for (const std::string& value : kafka_properties) {
     const size_t equals = value.find('=');
     if (equals == std::string::npos || equals == 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("--kafka-property \"", value, "\" is not NAME=VALUE"));
     }
-    properties[value.substr(0, equals)] = value.substr(equals + 1);
+    options.kafka_properties[value.substr(0, equals)] = value.substr(equals + 1);
   }
-  return absl::OkStatus();
+  return stip::OpenEventLog(events_url, options);
 }
 
 }  // namespace stip

@@ -24,12 +24,15 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "services/common/event_log.h"
 #include "services/common/grpc_server.h"
 #include "services/common/logging.h"
 #include "spdlog/common.h"
@@ -65,10 +68,16 @@ struct ServiceFlags {
   // --shutdown-timeout: how long a SIGTERM may take from first step to exit. Below the
   // pod's terminationGracePeriodSeconds (30 s by default).
   absl::Duration shutdown_timeout = absl::Seconds(20);
+  // --kafka-property NAME=VALUE (repeatable): librdkafka properties for every Kafka client.
+  std::vector<std::string> kafka_properties;
 
   // Adds the flags above to `app`, writing into this object when it is parsed. This object
   // must outlive the parse.
   void Register(CLI::App& app);
+
+  // Opens the event log --events names, with the --kafka-property values.
+  // kInvalidArgument (a usage error) for a malformed URL or property.
+  absl::StatusOr<std::unique_ptr<EventLog>> OpenEventLog() const;
 };
 
 // Adds an option --flag with the environment variable EnvNameForFlag(flag), writing into
@@ -114,14 +123,5 @@ void ParseCommandLineOrExit(CLI::App& app, int argc, const char* const* argv);
 // The default instance id of a service (the stable part of its Kafka transactional id and
 // consumer member): the host name, which is the pod name on Kubernetes; "0" when unknown.
 std::string DefaultInstanceId();
-
-// The help text of the repeatable --kafka-property option every Kafka-using binary has.
-inline constexpr char kKafkaPropertyHelp[] =
-    "A librdkafka property NAME=VALUE for every Kafka client (repeatable; librdkafka warns "
-    "about it where a client does not take it), e.g. session.timeout.ms=10000";
-// Reads --kafka-property values ("NAME=VALUE") into `properties`. kInvalidArgument naming
-// the first value that is not NAME=VALUE.
-absl::Status ParseKafkaProperties(const std::vector<std::string>& values,
-                                  std::map<std::string, std::string>& properties);
 
 }  // namespace stip

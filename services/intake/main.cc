@@ -82,18 +82,10 @@ int main(int argc, char** argv) {
   absl::Duration request_ttl = absl::Hours(24);
   stip::AddDurationSetting(app, "--idempotency-ttl", request_ttl,
                            "How long a request is remembered for retries");
-  std::vector<std::string> kafka_properties;
-  stip::AddSetting(app, "--kafka-property", kafka_properties, stip::kKafkaPropertyHelp);
   stip::ParseCommandLineOrExit(app, argc, argv);
   stip::InitLogging(kName, flags.log_level, flags.log_format);
 
-  stip::EventLogOptions log_options;
-  if (absl::Status parsed =
-          stip::ParseKafkaProperties(kafka_properties, log_options.kafka_properties);
-      !parsed.ok()) {
-    return stip::StartupFailure(kName, stip::kUsageExitCode, std::string(parsed.message()));
-  }
-  auto log = stip::OpenEventLog(flags.events_url, log_options);
+  auto log = flags.OpenEventLog();
   if (!log.ok()) {
     return stip::StartupFailure(kName,
                                 absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,

@@ -121,8 +121,6 @@ int main(int argc, char** argv) {
   std::string instance_id = stip::DefaultInstanceId();
   stip::AddSetting(app, "--instance-id", instance_id,
                    "This instance's id, stable across its restarts (Kafka transactions)");
-  std::vector<std::string> kafka_properties;
-  stip::AddSetting(app, "--kafka-property", kafka_properties, stip::kKafkaPropertyHelp);
   stip::ParseCommandLineOrExit(app, argc, argv);
   stip::InitLogging(kName, flags.log_level, flags.log_format);
 
@@ -142,13 +140,6 @@ int main(int argc, char** argv) {
       return stip::StartupFailure(kName, 1, written.ToString());
     }
   }
-  stip::EventLogOptions log_options;
-  if (absl::Status parsed =
-          stip::ParseKafkaProperties(kafka_properties, log_options.kafka_properties);
-      !parsed.ok()) {
-    return stip::StartupFailure(kName, stip::kUsageExitCode, std::string(parsed.message()));
-  }
-
   // --- The stores: register, policies, event log ---------------------------------------
   auto store = stip::registry::RegistryStore::Open(db_url);
   if (!store.ok()) {
@@ -164,7 +155,7 @@ int main(int argc, char** argv) {
     return stip::StartupFailure(kName, stip::kUsageExitCode,
                                 absl::StrCat("--policies: ", policies.status().message()));
   }
-  auto log = stip::OpenEventLog(flags.events_url, log_options);
+  auto log = flags.OpenEventLog();
   if (!log.ok()) {
     return stip::StartupFailure(kName,
                                 absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,

@@ -81,17 +81,8 @@ int main(int argc, char** argv) {
   stip::AddDurationSetting(app, "--feed-retention", feed_retention,
                            "How far back a Watch cursor may resume; older cursors get "
                            "OUT_OF_RANGE (the register itself keeps everything)");
-  std::vector<std::string> kafka_properties;
-  stip::AddSetting(app, "--kafka-property", kafka_properties, stip::kKafkaPropertyHelp);
   stip::ParseCommandLineOrExit(app, argc, argv);
   stip::InitLogging(kName, flags.log_level, flags.log_format);
-
-  stip::EventLogOptions log_options;
-  if (absl::Status parsed =
-          stip::ParseKafkaProperties(kafka_properties, log_options.kafka_properties);
-      !parsed.ok()) {
-    return stip::StartupFailure(kName, stip::kUsageExitCode, std::string(parsed.message()));
-  }
 
   auto store = stip::registry::RegistryStore::Open(db_url);
   if (!store.ok()) {
@@ -105,7 +96,7 @@ int main(int argc, char** argv) {
     if (*loaded > 0) spdlog::info("park catalogue: {} national STIPs registered", *loaded);
   }
 
-  auto log = stip::OpenEventLog(flags.events_url, log_options);
+  auto log = flags.OpenEventLog();
   if (!log.ok()) {
     return stip::StartupFailure(kName,
                                 absl::IsInvalidArgument(log.status()) ? stip::kUsageExitCode : 1,
