@@ -1,13 +1,12 @@
-// kafka-bench-tool: the two Kafka pieces bench/run needs around the pipelines it measures.
+// kafka-bench-tool: the Kafka pieces bench/run needs around the pipelines it measures.
 //
 //   kafka-bench-tool copy --kafka HOST:PORT --input T --output T --group G
 //                         [--commit-interval 100ms] --expect N
 //     The baseline of stage 1: a minimal transactional consume-produce copy on librdkafka's C
-//     API (the same loop as assessment-throughput's raw copy: poll, copy key, value and
-//     headers inside a transaction, every commit interval or 5000 messages send the
-//     positions to the transaction and commit it), run on an existing input topic until N
-//     messages are copied and committed. Prints one JSON line: elapsed_s from the first
-//     message polled to the last commit.
+//     API (bench/raw_copy.h: poll, copy key, value and headers inside a transaction, every commit
+//     interval or 5000 messages send the positions to the transaction and commit it), run on an
+//     existing input topic until N messages are copied and committed. Prints one JSON line:
+//     elapsed_s from the first message polled to the last commit.
 //
 //   kafka-bench-tool watch --kafka HOST:PORT --topic T --expect N [--timeout-s 300]
 //     The yardstick every stage-1 pipeline is measured with: a read_committed consumer
@@ -19,7 +18,16 @@
 //   kafka-bench-tool create --kafka HOST:PORT [--partitions 6] TOPIC...
 //     Creates the topics (replication 1); an existing one is left as it is.
 //
-// Single-threaded; both exit when done. Errors end the process with exit 1 and a message.
+//   kafka-bench-tool lag --kafka HOST:PORT --group G TOPIC...
+//     How far group G is behind on the topics. offset_lag is what kafka-consumer-groups
+//     shows, the log end offset minus the committed offset, summed; records_behind counts
+//     the records a read_committed consumer would still get from the committed offsets. They
+//     differ by the transaction markers after the last record a group consumed: a marker
+//     holds an offset but is no record, and a group that commits "last record + 1" stays
+//     one offset behind a transactionally written partition. Prints one JSON line.
+//
+// Single-threaded; every subcommand exits when done. Errors end the process with exit 1 and a
+// message.
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -155,10 +163,104 @@ int Create(const std::string& bootstrap, const std::vector<std::string>& names, 
   return 0;
 }
 
+rd_kafka_t* NewConsumer(const std::string& bootstrap, const std::string& group) {
+  char error[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  SetOrDie(conf, "bootstrap.servers", bootstrap);
+  SetOrDie(conf, "group.id", group);  // never joined: committed() and assign() only
+  SetOrDie(conf, "enable.auto.commit", "false");
+  SetOrDie(conf, "enable.auto.offset.store", "false");
+  SetOrDie(conf, "isolation.level", "read_committed");
+  SetOrDie(conf, "enable.partition.eof", "true");
+  rd_kafka_t* consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, error, sizeof(error));
+  if (consumer == nullptr) Die(error);
+  rd_kafka_poll_set_consumer(consumer);
+  return consumer;
+}
+
+int Lag(const std::string& bootstrap, const std::string& group,
+        const std::vector<std::string>& topics) {
+  rd_kafka_t* member = NewConsumer(bootstrap, group);
+  rd_kafka_topic_partition_list_t* committed = rd_kafka_topic_partition_list_new(8);
+  for (const std::string& topic : topics) {
+    const rd_kafka_metadata_t* metadata = nullptr;
+    rd_kafka_topic_t* handle = rd_kafka_topic_new(member, topic.c_str(), nullptr);
+    if (rd_kafka_resp_err_t err = rd_kafka_metadata(member, 0, handle, &metadata, 10000);
+        err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      Die(absl::StrCat("metadata of ", topic, ": ", rd_kafka_err2str(err)));
+    }
+    if (metadata->topic_cnt != 1 || metadata->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      Die(absl::StrCat("no topic ", topic));
+    }
+    for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
+      rd_kafka_topic_partition_list_add(committed, topic.c_str(), i);
+    }
+    rd_kafka_metadata_destroy(metadata);
+    rd_kafka_topic_destroy(handle);
+  }
+  if (rd_kafka_resp_err_t err = rd_kafka_committed(member, committed, 10000);
+      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    Die(absl::StrCat("committed offsets of group ", group, ": ", rd_kafka_err2str(err)));
+  }
+  // Where the group would resume (nothing committed: the beginning), against the log end.
+  int64_t offset_lag = 0;
+  rd_kafka_topic_partition_list_t* behind = rd_kafka_topic_partition_list_new(8);
+  for (int i = 0; i < committed->cnt; ++i) {
+    const rd_kafka_topic_partition_t& partition = committed->elems[i];
+    int64_t low = 0, high = 0;
+    if (rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            member, partition.topic, partition.partition, &low, &high, 10000);
+        err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      Die(absl::StrCat("watermarks of ", partition.topic, ": ", rd_kafka_err2str(err)));
+    }
+    const int64_t resume = partition.offset >= 0 ? partition.offset : low;
+    if (resume < high) {
+      offset_lag += high - resume;
+      rd_kafka_topic_partition_list_add(behind, partition.topic, partition.partition)->offset =
+          resume;
+    }
+  }
+  rd_kafka_destroy(member);
+
+  // Read what is left, as the group would: every partition to its end (its last stable
+  // offset, read_committed).
+  int64_t records_behind = 0;
+  if (behind->cnt > 0) {
+    rd_kafka_t* reader = NewConsumer(bootstrap, "kafka-bench-tool-lag");
+    if (rd_kafka_resp_err_t err = rd_kafka_assign(reader, behind);
+        err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      Die(absl::StrCat("assign: ", rd_kafka_err2str(err)));
+    }
+    int at_end = 0;
+    const Clock::time_point deadline = Clock::now() + std::chrono::seconds(30);
+    while (at_end < behind->cnt) {
+      if (Clock::now() > deadline) Die("lag: the partitions' ends not reached within 30 s");
+      rd_kafka_message_t* message = rd_kafka_consumer_poll(reader, 100);
+      if (message == nullptr) continue;
+      if (message->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        ++at_end;
+      } else if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ++records_behind;
+      }
+      rd_kafka_message_destroy(message);
+    }
+    rd_kafka_destroy(reader);
+  }
+  std::cout << absl::StrFormat(
+      "{\"tool\":\"lag\",\"group\":\"%s\",\"partitions\":%d,\"offset_lag\":%d,"
+      "\"records_behind\":%d}\n",
+      group, committed->cnt, offset_lag, records_behind);
+  rd_kafka_topic_partition_list_destroy(behind);
+  rd_kafka_topic_partition_list_destroy(committed);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Kafka helpers of bench/run: a raw transactional copy and a committed-output watch"};
+  CLI::App app{
+      "Kafka helpers of bench/run: a raw transactional copy, a committed-output watch, topic "
+      "creation and a consumer group's lag"};
   app.require_subcommand(1);
   std::string bootstrap = "127.0.0.1:19092";
   std::string input, output, group, topic, commit_interval_text = "100ms";
@@ -184,8 +286,13 @@ int main(int argc, char** argv) {
   create->add_option("--kafka", bootstrap, "Kafka bootstrap servers")->capture_default_str();
   create->add_option("--partitions", partitions, "Partitions")->capture_default_str();
   create->add_option("topics", names, "Topic names")->required();
+  CLI::App* lag = app.add_subcommand("lag", "How far a consumer group is behind on topics");
+  lag->add_option("--kafka", bootstrap, "Kafka bootstrap servers")->capture_default_str();
+  lag->add_option("--group", group, "Consumer group")->required();
+  lag->add_option("topics", names, "Topics the group consumes")->required();
   CLI11_PARSE(app, argc, argv);
   if (*create) return Create(bootstrap, names, partitions);
+  if (*lag) return Lag(bootstrap, group, names);
   if (expect <= 0) Die("--expect must be positive");
   if (*copy) {
     absl::Duration commit_interval;

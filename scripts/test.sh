@@ -36,9 +36,10 @@ ninja -C "$build_dir" -j "$(nproc)"
 # the programs, stripped, and checks the runtime package list covers their libraries.
 deploy/docker/build.sh "$build_dir" "$build_dir/image"
 
-phase "linting the API, fetching the deploy checks' tools, checking the format"
+phase "linting the API, fetching the deploy checks' tools and the benchmark's peer, checking the format"
 scripts/lint-proto.sh
 scripts/fetch-k8s-tools.sh >/dev/null  # helm, kubectl, the schema validator (deploy_checks)
+bench/peers/kafka-streams/run.sh build  # the Kafka Streams peer of bench_run_quick (Maven)
 scripts/format.sh --check
 
 phase "starting Kafka and PostgreSQL on loopback"
