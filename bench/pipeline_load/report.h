@@ -1,0 +1,45 @@
+// pipeline-load's clock and figures: nanoseconds since the process started, percentiles of
+// latencies, the few JSON writing helpers its reports are made with, and --rates parsing.
+// Stateless (the clock's origin is fixed before main): every function is thread-safe and
+// none blocks, except WriteJson, which writes a file. Errors end the process (Die).
+#ifndef STIP_BENCH_PIPELINE_LOAD_REPORT_H_
+#define STIP_BENCH_PIPELINE_LOAD_REPORT_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bench/raw_copy.h"
+
+namespace stip::bench::load {
+
+// Nanoseconds since this process started (steady clock); never 0 after the start, so that 0
+// can mean "not yet".
+int64_t NowNs();
+// The steady-clock time of a NowNs value.
+Clock::time_point FromNs(int64_t ns);
+
+struct Percentiles {
+  double p50_ms = 0, p99_ms = 0, p999_ms = 0, max_ms = 0;
+  int64_t count = 0;
+};
+
+// Over `ms`, sorted here; zeros when empty.
+Percentiles PercentilesOf(std::vector<double>& ms);
+
+// A JSON number with 3 decimals.
+std::string Num(double v);
+// The members "<prefix>p50_ms", ... "<prefix>max_ms" of `p`, without braces.
+std::string Json(const Percentiles& p, std::string_view prefix);
+// A JSON string.
+std::string Quote(std::string_view s);
+// Writes `json` and a newline to `path`; nothing when `path` is empty. Dies when it cannot.
+void WriteJson(const std::string& path, const std::string& json);
+
+// The positive rates of a comma-separated --rates list; dies on anything else.
+std::vector<double> ParseRates(const std::string& text);
+
+}  // namespace stip::bench::load
+
+#endif  // STIP_BENCH_PIPELINE_LOAD_REPORT_H_
