@@ -196,6 +196,17 @@ ConsumedEvent ToConsumedEvent(const rd_kafka_message_t& message) {
   return event;
 }
 
+void AdvancePastTransactionMarkers(rd_kafka_t* consumer, rd_kafka_topic_partition_list_t* next) {
+  PartitionListPtr positions(rd_kafka_topic_partition_list_copy(next));
+  if (rd_kafka_position(consumer, positions.get()) != RD_KAFKA_RESP_ERR_NO_ERROR) return;
+  for (int i = 0; i < next->cnt; ++i) {
+    const rd_kafka_topic_partition_t& position = positions->elems[i];
+    if (position.err == RD_KAFKA_RESP_ERR_NO_ERROR && position.offset > next->elems[i].offset) {
+      next->elems[i].offset = position.offset;
+    }
+  }
+}
+
 rd_kafka_resp_err_t Produce(rd_kafka_t* rk, const OutgoingEvent& event, void* opaque) {
   rd_kafka_headers_t* headers = rd_kafka_headers_new(event.headers.size());
   for (const auto& [name, value] : event.headers) {

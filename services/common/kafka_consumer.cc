@@ -158,6 +158,8 @@ class KafkaConsumer final : public EventConsumer {
       rd_kafka_topic_partition_list_add(offsets.get(), partition.topic.c_str(), partition.partition)
           ->offset = next;
     }
+    // positions_ covers every record Poll returned.
+    AdvancePastTransactionMarkers(rk, offsets.get());
     const rd_kafka_resp_err_t err = rd_kafka_commit(rk, offsets.get(), /*async=*/0);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       return KafkaStatus(err, absl::StrCat("committing offsets of group ", options_.group));

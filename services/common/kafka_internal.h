@@ -101,6 +101,15 @@ int ToMillis(absl::Duration duration);
 
 ConsumedEvent ToConsumedEvent(const rd_kafka_message_t& message);
 
+// Moves each offset of `next` (the offset after the last record delivered from its
+// partition) past the transaction markers `consumer` has already stepped over. A commit
+// marker holds an offset but is no record, so committing "last record + 1" would leave a
+// group one offset behind every transactionally written partition for good, and lag alerts
+// would never clear. librdkafka's position is the next offset it would deliver, beyond such
+// markers; it is taken only when every record delivered from the partition is covered by
+// `next` (the caller's contract), so nothing delivered is skipped.
+void AdvancePastTransactionMarkers(rd_kafka_t* consumer, rd_kafka_topic_partition_list_t* next);
+
 // rd_kafka_producev of `event` (copied) with `opaque` as the message opaque. Never blocks.
 rd_kafka_resp_err_t Produce(rd_kafka_t* rk, const OutgoingEvent& event, void* opaque);
 

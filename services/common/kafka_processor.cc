@@ -283,6 +283,8 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
       rd_kafka_topic_partition_list_add(offsets.get(), partition.topic.c_str(), partition.partition)
           ->offset = offset;
     }
+    // Every record polled is in the batch (Gather keeps none back).
+    AdvancePastTransactionMarkers(consumer_.get(), offsets.get());
     // Fetched per batch: it carries the group generation that fences a zombie member.
     GroupMetadataPtr group(rd_kafka_consumer_group_metadata(consumer_.get()));
     for (int tries = 1;; ++tries) {

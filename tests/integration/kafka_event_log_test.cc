@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -312,6 +313,67 @@ TEST_F(KafkaEventLogTest, ConsumerLagMetricFollowsCommittedOffsets) {
       absl::Seconds(20)))
       << ConsumerLag(group, topic, 0);
   EXPECT_TRUE((*consumer)->Close(absl::Seconds(10)).ok());
+}
+
+// The committed offset of `group` on partition 0 of `topic`, and that partition's end.
+std::pair<int64_t, int64_t> CommittedAndEnd(const std::string& bootstrap, const std::string& group,
+                                            const std::string& topic) {
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), errstr, sizeof(errstr));
+  rd_kafka_conf_set(conf, "group.id", group.c_str(), errstr, sizeof(errstr));  // not joined
+  rd_kafka_t* raw = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  EXPECT_NE(raw, nullptr) << errstr;
+  if (raw == nullptr) return {-1, -1};
+  rd_kafka_topic_partition_list_t* partitions = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(partitions, topic.c_str(), 0);
+  EXPECT_EQ(rd_kafka_committed(raw, partitions, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  const int64_t committed = partitions->elems[0].offset;
+  rd_kafka_topic_partition_list_destroy(partitions);
+  int64_t low = -1, high = -1;
+  EXPECT_EQ(rd_kafka_query_watermark_offsets(raw, topic.c_str(), 0, &low, &high, 10000),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+  rd_kafka_destroy(raw);
+  return {committed, high};
+}
+
+// A topic written in transactions holds a commit marker after each transaction's records:
+// an offset that is no record. Groups that read it all must commit past the last marker,
+// or kafka-consumer-groups and stip_consumer_lag show them one offset behind for good.
+TEST_F(KafkaEventLogTest, GroupsThatReadATransactionalTopicToItsEndHaveNoLag) {
+  const std::string input = NewTopic(1);
+  const std::string middle = NewTopic(1);
+  const std::string output = NewTopic(1);
+  std::vector<OutgoingEvent> events;
+  for (int i = 0; i < 50; ++i) events.push_back(Event(input, KeyFor(i), absl::StrCat("v", i)));
+  PublishAll(events);
+  CopyHandler to_middle(middle);
+  CopyHandler to_output(output);
+  RunningProcessor writer(*log_, ProcessorFor(input, testing::UniqueName("writer"), "0"),
+                          &to_middle);
+  const std::string processor_group = testing::UniqueName("reader-processor");
+  RunningProcessor reader(*log_, ProcessorFor(middle, processor_group, "0"), &to_output);
+  ASSERT_TRUE(WaitFor([&] { return reader.Counters().events_consumed == 50; }));
+  EXPECT_TRUE(writer.Stop().ok());
+  EXPECT_TRUE(reader.Stop().ok());
+
+  const std::string consumer_group = testing::UniqueName("reader-consumer");
+  auto consumer = log_->NewConsumer({consumer_group, {middle}, true, {}});
+  ASSERT_TRUE(consumer.ok()) << consumer.status();
+  size_t read = 0;
+  ASSERT_TRUE(WaitFor([&] {
+    auto polled = (*consumer)->Poll(100, absl::Milliseconds(200));
+    if (polled.ok()) read += polled->size();
+    return read == 50;
+  }));
+  ASSERT_TRUE((*consumer)->Commit().ok());
+  EXPECT_TRUE((*consumer)->Close(absl::Seconds(10)).ok());
+
+  const auto [processor_committed, end] = CommittedAndEnd(bootstrap_, processor_group, middle);
+  EXPECT_GT(end, 50) << "the middle topic holds no commit markers: not written in transactions";
+  EXPECT_EQ(processor_committed, end) << "the processor's group is behind on " << middle;
+  const auto [consumer_committed, end_again] = CommittedAndEnd(bootstrap_, consumer_group, middle);
+  EXPECT_EQ(consumer_committed, end_again) << "the consumer's group is behind on " << middle;
 }
 
 TEST_F(KafkaEventLogTest, PublishToUnreachableBrokerFailsPromptlyWithUnavailable) {
