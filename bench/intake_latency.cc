@@ -33,6 +33,7 @@
 #include "absl/strings/str_join.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
+#include "services/common/abseil_runtime.h"
 #include "services/common/event_log.h"
 #include "services/common/grpc_server.h"
 #include "services/common/logging.h"
@@ -305,6 +306,7 @@ int main(int argc, char** argv) {
   app.add_option("--json", json_path, "Also write every result to this file as JSON");
   CLI11_PARSE(app, argc, argv);
   stip::InitLogging("intake-latency", spdlog::level::warn, stip::LogFormat::kText);
+  stip::ConfigureAbseilForServing();  // as stip-intake does
 
   auto log = stip::OpenEventLog(events_url);
   if (!log.ok() || !(*log)->EnsureTopics(stip::StandardTopics(3)).ok()) {

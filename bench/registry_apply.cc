@@ -42,6 +42,7 @@
 #include "absl/time/clock.h"
 #include "absl/types/span.h"
 #include "google/protobuf/util/time_util.h"
+#include "services/common/abseil_runtime.h"
 #include "services/common/event.h"
 #include "services/registry/park_catalogue.h"
 #include "services/registry/registry_store.h"
@@ -515,6 +516,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
+  stip::ConfigureAbseilForServing();  // as stip-registry does
 
   bool own_sqlite_dir = false;
   if (sqlite_dir.empty()) {

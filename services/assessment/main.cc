@@ -20,6 +20,7 @@
 #include "services/assessment/decision_handler.h"
 #include "services/assessment/filing_history.h"
 #include "services/assessment/policy_store.h"
+#include "services/common/abseil_runtime.h"
 #include "services/common/config.h"
 #include "services/common/dependency_watch.h"
 #include "services/common/event_log.h"
@@ -75,6 +76,7 @@ int main(int argc, char** argv) {
                    "Topic filings no policy covers are reported to (tests and migrations)");
   stip::ParseCommandLineOrExit(app, argc, argv);
   stip::InitLogging(kName, flags.log_level, flags.log_format);
+  stip::ConfigureAbseilForServing();
 
   auto policies = stip::assessment::PolicyStore::Open(policies_dir);
   if (!policies.ok()) {

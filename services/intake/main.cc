@@ -16,6 +16,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "services/common/abseil_runtime.h"
 #include "services/common/config.h"
 #include "services/common/dependency_watch.h"
 #include "services/common/event_log.h"
@@ -84,6 +85,7 @@ int main(int argc, char** argv) {
                            "How long a request is remembered for retries");
   stip::ParseCommandLineOrExit(app, argc, argv);
   stip::InitLogging(kName, flags.log_level, flags.log_format);
+  stip::ConfigureAbseilForServing();
 
   auto log = flags.OpenEventLog();
   if (!log.ok()) {

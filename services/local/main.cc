@@ -25,6 +25,7 @@
 #include "services/assessment/decision_handler.h"
 #include "services/assessment/filing_history.h"
 #include "services/assessment/policy_store.h"
+#include "services/common/abseil_runtime.h"
 #include "services/common/config.h"
 #include "services/common/dependency_watch.h"
 #include "services/common/event_log.h"
@@ -123,6 +124,7 @@ int main(int argc, char** argv) {
                    "This instance's id, stable across its restarts (Kafka transactions)");
   stip::ParseCommandLineOrExit(app, argc, argv);
   stip::InitLogging(kName, flags.log_level, flags.log_format);
+  stip::ConfigureAbseilForServing();
 
   std::error_code error;
   std::filesystem::create_directories(data_dir, error);

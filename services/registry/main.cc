@@ -12,6 +12,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "services/common/abseil_runtime.h"
 #include "services/common/config.h"
 #include "services/common/dependency_watch.h"
 #include "services/common/event_log.h"
@@ -83,6 +84,7 @@ int main(int argc, char** argv) {
                            "OUT_OF_RANGE (the register itself keeps everything)");
   stip::ParseCommandLineOrExit(app, argc, argv);
   stip::InitLogging(kName, flags.log_level, flags.log_format);
+  stip::ConfigureAbseilForServing();
 
   auto store = stip::registry::RegistryStore::Open(db_url);
   if (!store.ok()) {
