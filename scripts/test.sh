@@ -58,6 +58,12 @@ deploy/local/postgres.sh start
 STIP_TEST_KAFKA="127.0.0.1:${STIP_KAFKA_PORT:-19092}"
 STIP_TEST_POSTGRES="$(deploy/local/postgres.sh url)"
 export STIP_TEST_KAFKA STIP_TEST_POSTGRES
+# bench_run_quick runs the benchmark on these same servers (its topics and databases are
+# its own) rather than starting a second broker and PostgreSQL beside them.
+export STIP_BENCH_KAFKA_PORT="${STIP_KAFKA_PORT:-19092}"
+export STIP_BENCH_KAFKA_CONTROLLER_PORT="${STIP_KAFKA_CONTROLLER_PORT:-19093}"
+export STIP_BENCH_PG_PORT="${STIP_PG_PORT:-15432}"
+export STIP_BENCH_STATE_DIR="${STIP_STATE_DIR:-${STIP_CACHE_DIR:-$HOME/.cache/stip-compliance}/state}"
 
 phase "running the tests (Kafka at $STIP_TEST_KAFKA, PostgreSQL at $STIP_TEST_POSTGRES)"
 status=0

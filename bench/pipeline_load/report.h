@@ -28,6 +28,9 @@ struct Percentiles {
 // Over `ms`, sorted here; zeros when empty.
 Percentiles PercentilesOf(std::vector<double>& ms);
 
+// JSON by hand, not protobuf's JSON mapping (the project's JSON library): the reports are
+// flat objects of numbers and ASCII names, read by bench/run with jq; a .proto per report
+// would be more code than the few lines below, for a benchmark tool.
 // A JSON number with 3 decimals.
 std::string Num(double v);
 // The members "<prefix>p50_ms", ... "<prefix>max_ms" of `p`, without braces.
