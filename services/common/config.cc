@@ -117,9 +117,9 @@ bool AllDigits(std::string_view text) {
 }
 
 // The variables of the project's own scripts (deploy/local/*.sh, scripts/test.sh,
-// scripts/run-local.sh), of stipctl (the servers it calls) and of the test suite share the
-// STIP_ prefix; a developer who set them in the shell still starts services there, so they
-// are not "unknown settings".
+// scripts/run-local.sh, bench/run and its Kafka Streams peer), of stipctl (the servers it
+// calls) and of the test suite share the STIP_ prefix; a developer who set them in the shell
+// still starts services there, so they are not "unknown settings".
 bool IsDeveloperToolSetting(std::string_view name) {
   static constexpr std::string_view kToolSettings[] = {"STIP_CACHE_DIR",
                                                        "STIP_STATE_DIR",
@@ -135,8 +135,9 @@ bool IsDeveloperToolSetting(std::string_view name) {
                                                        "STIP_SERVER",
                                                        "STIP_INTAKE",
                                                        "STIP_ASSESSMENT",
-                                                       "STIP_REGISTRY"};
-  if (name.starts_with("STIP_TEST_")) return true;
+                                                       "STIP_REGISTRY",
+                                                       "STIP_PEER_JAVA_OPTS"};
+  if (name.starts_with("STIP_TEST_") || name.starts_with("STIP_BENCH_")) return true;
   for (std::string_view setting : kToolSettings) {
     if (name == setting) return true;
   }

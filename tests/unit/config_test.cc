@@ -142,11 +142,15 @@ TEST(ConfigTest, TestHarnessAndKubernetesServiceVariablesAreNotSettings) {
 }
 
 TEST(ConfigTest, TheProjectScriptsVariablesAreNotSettings) {
-  // What a developer may have exported for deploy/local/*.sh and scripts/test.sh.
+  // What a developer may have exported for deploy/local/*.sh, scripts/test.sh and bench/run
+  // (scripts/test.sh exports the STIP_BENCH_ ones for the benchmark's smoke run).
   Parsed parsed({}, {{"STIP_CACHE_DIR", "/tmp/cache"},
                      {"STIP_STATE_DIR", "/tmp/state"},
                      {"STIP_KAFKA_PORT", "29092"},
-                     {"STIP_PG_PORT", "25432"}});
+                     {"STIP_PG_PORT", "25432"},
+                     {"STIP_BENCH_KAFKA_CONTROLLER_PORT", "19093"},
+                     {"STIP_BENCH_STATE_DIR", "/tmp/state"},
+                     {"STIP_PEER_JAVA_OPTS", "-Xmx1g"}});
   EXPECT_TRUE(parsed.status.ok()) << parsed.status;
 }
 
