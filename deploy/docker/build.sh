@@ -17,7 +17,7 @@ ninja -C "$build_dir" -j "$(nproc)" "${programs[@]}"
 
 mkdir -p "$out/bin"
 for p in "${programs[@]}"; do
-  install -m 0755 -s "$(find "$build_dir/services" "$build_dir/tools" -type f -name "$p" -perm -u+x | head -n1)" "$out/bin/$p"
+  install -m 0755 -s "$(find "$build_dir/services" "$build_dir/tools" -type f -name "$p" -perm -u+x -print -quit)" "$out/bin/$p"
 done
 # The runtime stage installs deploy/docker/runtime-packages.txt: refuse to build an image
 # whose programs need a library that list does not bring.

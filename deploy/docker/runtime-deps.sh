@@ -16,11 +16,14 @@ check=0
 needed="$(for p in "$@"; do readelf -d "$p" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; done | sort -u)"
 pkgs=()
 for lib in $needed; do
-  path="$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')"
+  # Every reader below reads its input to the end: one that stopped early (awk's exit, head)
+  # would leave the writer to die of SIGPIPE, and pipefail would make that this script's exit
+  # status (141), depending on timing.
+  path="$(ldconfig -p | awk -v l="$lib" '$1 == l && !found { print $NF; found = 1 }')"
   [ -n "$path" ] || { echo "runtime-deps: $lib not found by ldconfig" >&2; exit 1; }
-  pkg="$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -n1 | cut -d: -f1)" ||
+  pkg="$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | awk -F: 'NR == 1 { print $1 }')" ||
     true
-  [ -n "$pkg" ] || pkg="$(dpkg -S "$path" | head -n1 | cut -d: -f1)"
+  [ -n "$pkg" ] || pkg="$(dpkg -S "$path" | awk -F: 'NR == 1 { print $1 }')"
   case "$pkg" in libc6|libgcc-s1) continue ;; esac
   pkgs+=("$pkg")
 done

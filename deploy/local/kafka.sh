@@ -285,7 +285,7 @@ broker_version() {
 
 jar_version() {
   local j
-  j="$(find "$LIBS" -maxdepth 1 -name 'kafka_2.13-*.jar' 2>/dev/null | head -n1)"
+  j="$(find "$LIBS" -maxdepth 1 -name 'kafka_2.13-*.jar' -print -quit 2>/dev/null)"
   [ -n "$j" ] || return 0
   j="${j##*/kafka_2.13-}"
   echo "${j%.jar}"
@@ -431,7 +431,7 @@ cmd_topics_create() {
   local have
   have="$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
             --describe --topic "$name" \
-          | sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p' | head -n1)"
+          | sed -n 's/.*PartitionCount: *\([0-9]*\).*/\1/p' | sed -n 1p)"
   [ -n "$have" ] || die "topic $name not found after creating it"
   if [ "$have" -lt "$parts" ]; then
     log "topic $name has $have partitions: growing it to $parts"

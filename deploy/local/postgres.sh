@@ -186,7 +186,7 @@ init_cluster() {
   # A half-made data folder (initdb interrupted) is removed and made anew.
   [ -e "$DATA" ] && as_server rm -rf "$DATA"
   local locale=C
-  if locale -a 2>/dev/null | grep -qix 'c.utf-\?8'; then locale=C.UTF-8; fi
+  if locale -a 2>/dev/null | grep -ix 'c.utf-\?8' >/dev/null; then locale=C.UTF-8; fi
   log "initdb: new cluster in $DATA ($("$PGBIN/postgres" --version), locale $locale)"
   as_server "$PGBIN/initdb" -D "$DATA" -U postgres -A trust -E UTF8 \
       --locale="$locale" >"$STATE/postgres-initdb.log" 2>&1 \
