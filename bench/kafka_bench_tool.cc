@@ -127,42 +127,6 @@ int Watch(const std::string& bootstrap, const std::string& topic, int64_t count,
   return 0;
 }
 
-int Create(const std::string& bootstrap, const std::vector<std::string>& names, int partitions) {
-  char error[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  SetOrDie(conf, "bootstrap.servers", bootstrap);
-  rd_kafka_t* admin = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof(error));
-  if (admin == nullptr) Die(error);
-  std::vector<rd_kafka_NewTopic_t*> topics;
-  for (const std::string& name : names) {
-    rd_kafka_NewTopic_t* topic =
-        rd_kafka_NewTopic_new(name.c_str(), partitions, 1, error, sizeof(error));
-    if (topic == nullptr) Die(absl::StrCat(name, ": ", error));
-    topics.push_back(topic);
-  }
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(admin);
-  rd_kafka_CreateTopics(admin, topics.data(), topics.size(), nullptr, queue);
-  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 30000);
-  if (event == nullptr) Die("CreateTopics: no answer within 30 s");
-  if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    Die(absl::StrCat("CreateTopics: ", rd_kafka_event_error_string(event)));
-  }
-  size_t count = 0;
-  const rd_kafka_topic_result_t** results =
-      rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), &count);
-  for (size_t i = 0; i < count; ++i) {
-    const rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-      Die(absl::StrCat(rd_kafka_topic_result_name(results[i]), ": ", rd_kafka_err2str(err)));
-    }
-  }
-  rd_kafka_event_destroy(event);
-  rd_kafka_NewTopic_destroy_array(topics.data(), topics.size());
-  rd_kafka_queue_destroy(queue);
-  rd_kafka_destroy(admin);
-  return 0;
-}
-
 rd_kafka_t* NewConsumer(const std::string& bootstrap, const std::string& group) {
   char error[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
@@ -291,7 +255,10 @@ int main(int argc, char** argv) {
   lag->add_option("--group", group, "Consumer group")->required();
   lag->add_option("topics", names, "Topics the group consumes")->required();
   CLI11_PARSE(app, argc, argv);
-  if (*create) return Create(bootstrap, names, partitions);
+  if (*create) {
+    stip::bench::CreateTopicsOrDie(bootstrap, names, partitions);
+    return 0;
+  }
   if (*lag) return Lag(bootstrap, group, names);
   if (expect <= 0) Die("--expect must be positive");
   if (*copy) {

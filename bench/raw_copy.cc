@@ -139,4 +139,41 @@ RawCopyTimes RawCopy(const std::string& bootstrap, const std::string& input,
   return {.startup_s = Seconds(launched, start), .elapsed_s = Seconds(start, end)};
 }
 
+void CreateTopicsOrDie(const std::string& bootstrap, const std::vector<std::string>& names,
+                       int partitions) {
+  char error[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  SetOrDie(conf, "bootstrap.servers", bootstrap);
+  rd_kafka_t* admin = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof(error));
+  if (admin == nullptr) Die(error);
+  std::vector<rd_kafka_NewTopic_t*> topics;
+  for (const std::string& name : names) {
+    rd_kafka_NewTopic_t* topic =
+        rd_kafka_NewTopic_new(name.c_str(), partitions, 1, error, sizeof(error));
+    if (topic == nullptr) Die(absl::StrCat("topic ", name, ": ", error));
+    topics.push_back(topic);
+  }
+  rd_kafka_queue_t* queue = rd_kafka_queue_new(admin);
+  rd_kafka_CreateTopics(admin, topics.data(), topics.size(), nullptr, queue);
+  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 30000);
+  if (event == nullptr) Die(absl::StrCat("CreateTopics on ", bootstrap, ": no answer within 30 s"));
+  if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    Die(absl::StrCat("CreateTopics on ", bootstrap, ": ", rd_kafka_event_error_string(event)));
+  }
+  size_t count = 0;
+  const rd_kafka_topic_result_t** results =
+      rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), &count);
+  for (size_t i = 0; i < count; ++i) {
+    const rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+      Die(absl::StrCat("topic ", rd_kafka_topic_result_name(results[i]), ": ",
+                       rd_kafka_err2str(err)));
+    }
+  }
+  rd_kafka_event_destroy(event);
+  rd_kafka_NewTopic_destroy_array(topics.data(), topics.size());
+  rd_kafka_queue_destroy(queue);
+  rd_kafka_destroy(admin);
+}
+
 }  // namespace stip::bench

@@ -1,12 +1,13 @@
 // The limit of bench/run's stage 1: a minimal transactional consume-produce copy on
 // librdkafka's C API, and the few helpers the Kafka benchmarks share. Used by
-// kafka-bench-tool (bench/run).
+// kafka-bench-tool and pipeline-load (bench/run).
 #ifndef STIP_BENCH_RAW_COPY_H_
 #define STIP_BENCH_RAW_COPY_H_
 
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 #include <librdkafka/rdkafka.h>
@@ -20,6 +21,10 @@ using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point from, Clock::time_point to);
 // rd_kafka_conf_set, or Die naming the property.
 void SetOrDie(rd_kafka_conf_t* conf, const char* name, const std::string& value);
+// Creates the topics (replication 1) and waits for the broker's answer (at most 30 s); an
+// existing topic is left as it is. Dies naming the topic on any other error.
+void CreateTopicsOrDie(const std::string& bootstrap, const std::vector<std::string>& names,
+                       int partitions);
 
 struct RawCopyTimes {
   double startup_s = 0;  // from the call to the first message polled (group join, init)

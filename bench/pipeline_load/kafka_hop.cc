@@ -30,37 +30,6 @@
 namespace stip::bench::load {
 namespace {
 
-void CreateTopic(const std::string& bootstrap, const std::string& topic, int partitions) {
-  char error[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  SetOrDie(conf, "bootstrap.servers", bootstrap);
-  rd_kafka_t* admin = rd_kafka_new(RD_KAFKA_PRODUCER, conf, error, sizeof(error));
-  if (admin == nullptr) Die(error);
-  rd_kafka_NewTopic_t* new_topic =
-      rd_kafka_NewTopic_new(topic.c_str(), partitions, 1, error, sizeof(error));
-  if (new_topic == nullptr) Die(absl::StrCat("--topic ", topic, ": ", error));
-  rd_kafka_queue_t* queue = rd_kafka_queue_new(admin);
-  rd_kafka_CreateTopics(admin, &new_topic, 1, nullptr, queue);
-  rd_kafka_event_t* event = rd_kafka_queue_poll(queue, 30000);
-  if (event == nullptr) Die("--kafka: CreateTopics: no answer within 30 s");
-  if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    Die(absl::StrCat("--kafka: CreateTopics: ", rd_kafka_event_error_string(event)));
-  }
-  size_t count = 0;
-  const rd_kafka_topic_result_t** results =
-      rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), &count);
-  for (size_t i = 0; i < count; ++i) {
-    const rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-      Die(absl::StrCat("--topic ", topic, ": ", rd_kafka_err2str(err)));
-    }
-  }
-  rd_kafka_event_destroy(event);
-  rd_kafka_NewTopic_destroy(new_topic);
-  rd_kafka_queue_destroy(queue);
-  rd_kafka_destroy(admin);
-}
-
 // The size of the AcceptedFiling intake publishes for `filing` (filing id, request id, content
 // hash, region and receive time around it): what one hop of the pipeline carries.
 size_t AcceptedFilingSize(const stip::v1::AnnualFiling& filing) {
@@ -130,7 +99,7 @@ int KafkaHop(const HopOptions& o) {
   if (partitions == 0) {
     std::fprintf(stderr, "kafka-hop: creating %s with %d partitions\n", o.topic.c_str(),
                  o.partitions);
-    CreateTopic(o.kafka, o.topic, o.partitions);
+    CreateTopicsOrDie(o.kafka, {o.topic}, o.partitions);
     for (int i = 0; i < 50 && partitions == 0; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       partitions = PartitionCount(producer.get(), o.topic);
