@@ -13,6 +13,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "services/common/sqlite_db.h"
 #include "services/registry/sql_pool.h"
 #include <sqlite3.h>
@@ -59,12 +61,18 @@ class SqliteConnection {
                                                                 absl::Duration busy_timeout) {
     absl::StatusOr<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path, busy_timeout);
     if (!db.ok()) return db.status();
-    // WAL: readers never block the writer; FULL: a commit survives power loss.
-    if (absl::Status status = (*db)->Exec(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
-        !status.ok()) {
-      return status;
+    // WAL: readers never block the writer; FULL: a commit survives power loss. Two
+    // connections switching a fresh file to WAL at once: SQLite answers one of them
+    // SQLITE_BUSY at once, without waiting in the busy handler (waiting could deadlock), so
+    // the switch is retried here for as long as the busy timeout allows.
+    absl::Status status;
+    for (const absl::Time deadline = absl::Now() + busy_timeout;;
+         absl::SleepFor(absl::Milliseconds(5))) {
+      status =
+          (*db)->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+      if (status.ok() || !absl::IsUnavailable(status) || absl::Now() >= deadline) break;
     }
+    if (!status.ok()) return status;
     return std::make_unique<SqliteConnection>(std::move(*db));
   }
 
