@@ -31,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "bench/percentiles.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
 #include "services/common/abseil_runtime.h"
@@ -48,6 +49,8 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using stip::bench::Percentiles;
+using stip::bench::PercentilesOf;
 
 // Answers SubmitFiling at once with a receipt shaped like intake's.
 class BareIntake final : public stip::v1::IntakeService::Service {
@@ -87,23 +90,6 @@ stip::v1::SubmitFilingRequest MakeRequest(int64_t n) {
   project->set_field(stip::v1::TECHNOLOGY_FIELD_NEW_ENERGY);
   project->set_stage(stip::v1::PROJECT_STAGE_COMMERCIALIZED);
   return request;
-}
-
-// Latency percentiles in ms over `ms` (sorted here); zeros when empty.
-struct Percentiles {
-  double p50_ms = 0, p99_ms = 0, p999_ms = 0;
-};
-Percentiles PercentilesOf(std::vector<double>& ms) {
-  Percentiles p;
-  if (ms.empty()) return p;
-  std::sort(ms.begin(), ms.end());
-  const auto at = [&](double q) {
-    return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))];
-  };
-  p.p50_ms = at(0.50);
-  p.p99_ms = at(0.99);
-  p.p999_ms = at(0.999);
-  return p;
 }
 
 // User + system CPU of this whole process (client threads and every server in it), in s.

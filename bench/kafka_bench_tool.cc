@@ -46,6 +46,7 @@ namespace {
 
 using stip::bench::Clock;
 using stip::bench::Die;
+using stip::bench::PartitionCount;
 using stip::bench::Seconds;
 using stip::bench::SetOrDie;
 
@@ -60,38 +61,38 @@ int Copy(const std::string& bootstrap, const std::string& input, const std::stri
   return 0;
 }
 
-int Watch(const std::string& bootstrap, const std::string& topic, int64_t count, int timeout_s) {
-  const Clock::time_point start = Clock::now();
+// A consumer of `group` that never joins it (committed() and assign() only), reading
+// read_committed, committing nothing; with `partition_eof`, it reports each partition's end.
+rd_kafka_t* NewConsumer(const std::string& bootstrap, const std::string& group,
+                        bool partition_eof) {
   char error[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   SetOrDie(conf, "bootstrap.servers", bootstrap);
-  SetOrDie(conf, "group.id", "kafka-bench-tool-watch");  // never joined: assign() only
+  SetOrDie(conf, "group.id", group);
   SetOrDie(conf, "enable.auto.commit", "false");
+  SetOrDie(conf, "enable.auto.offset.store", "false");
   SetOrDie(conf, "isolation.level", "read_committed");
-  SetOrDie(conf, "enable.partition.eof", "false");
-  // See each commit within milliseconds: no long fetch waits on the empty topic.
+  SetOrDie(conf, "enable.partition.eof", partition_eof ? "true" : "false");
+  // See each commit within milliseconds: no long fetch waits on an idle topic.
   SetOrDie(conf, "fetch.wait.max.ms", "10");
   SetOrDie(conf, "fetch.error.backoff.ms", "10");
   rd_kafka_t* consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, error, sizeof(error));
   if (consumer == nullptr) Die(error);
   rd_kafka_poll_set_consumer(consumer);
+  return consumer;
+}
+
+int Watch(const std::string& bootstrap, const std::string& topic, int64_t count, int timeout_s) {
+  const Clock::time_point start = Clock::now();
+  rd_kafka_t* consumer = NewConsumer(bootstrap, "kafka-bench-tool-watch", /*partition_eof=*/false);
   // The topic exists (bench/run creates it before the pipeline starts).
-  const rd_kafka_metadata_t* metadata = nullptr;
-  rd_kafka_topic_t* handle = rd_kafka_topic_new(consumer, topic.c_str(), nullptr);
-  if (rd_kafka_resp_err_t err = rd_kafka_metadata(consumer, 0, handle, &metadata, 10000);
-      err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    Die(absl::StrCat("metadata of ", topic, ": ", rd_kafka_err2str(err)));
-  }
-  if (metadata->topic_cnt != 1 || metadata->topics[0].partition_cnt == 0) {
-    Die(absl::StrCat("no topic ", topic));
-  }
+  const int partition_count = PartitionCount(consumer, topic);
+  if (partition_count == 0) Die(absl::StrCat("no topic ", topic));
   rd_kafka_topic_partition_list_t* partitions = rd_kafka_topic_partition_list_new(1);
-  for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
+  for (int i = 0; i < partition_count; ++i) {
     rd_kafka_topic_partition_list_add(partitions, topic.c_str(), i)->offset =
         RD_KAFKA_OFFSET_BEGINNING;
   }
-  rd_kafka_metadata_destroy(metadata);
-  rd_kafka_topic_destroy(handle);
   if (rd_kafka_resp_err_t err = rd_kafka_assign(consumer, partitions);
       err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     Die(absl::StrCat("assign: ", rd_kafka_err2str(err)));
@@ -127,40 +128,16 @@ int Watch(const std::string& bootstrap, const std::string& topic, int64_t count,
   return 0;
 }
 
-rd_kafka_t* NewConsumer(const std::string& bootstrap, const std::string& group) {
-  char error[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  SetOrDie(conf, "bootstrap.servers", bootstrap);
-  SetOrDie(conf, "group.id", group);  // never joined: committed() and assign() only
-  SetOrDie(conf, "enable.auto.commit", "false");
-  SetOrDie(conf, "enable.auto.offset.store", "false");
-  SetOrDie(conf, "isolation.level", "read_committed");
-  SetOrDie(conf, "enable.partition.eof", "true");
-  rd_kafka_t* consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, error, sizeof(error));
-  if (consumer == nullptr) Die(error);
-  rd_kafka_poll_set_consumer(consumer);
-  return consumer;
-}
-
 int Lag(const std::string& bootstrap, const std::string& group,
         const std::vector<std::string>& topics) {
-  rd_kafka_t* member = NewConsumer(bootstrap, group);
+  rd_kafka_t* member = NewConsumer(bootstrap, group, /*partition_eof=*/false);
   rd_kafka_topic_partition_list_t* committed = rd_kafka_topic_partition_list_new(8);
   for (const std::string& topic : topics) {
-    const rd_kafka_metadata_t* metadata = nullptr;
-    rd_kafka_topic_t* handle = rd_kafka_topic_new(member, topic.c_str(), nullptr);
-    if (rd_kafka_resp_err_t err = rd_kafka_metadata(member, 0, handle, &metadata, 10000);
-        err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      Die(absl::StrCat("metadata of ", topic, ": ", rd_kafka_err2str(err)));
-    }
-    if (metadata->topic_cnt != 1 || metadata->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      Die(absl::StrCat("no topic ", topic));
-    }
-    for (int i = 0; i < metadata->topics[0].partition_cnt; ++i) {
+    const int partition_count = PartitionCount(member, topic);
+    if (partition_count == 0) Die(absl::StrCat("no topic ", topic));
+    for (int i = 0; i < partition_count; ++i) {
       rd_kafka_topic_partition_list_add(committed, topic.c_str(), i);
     }
-    rd_kafka_metadata_destroy(metadata);
-    rd_kafka_topic_destroy(handle);
   }
   if (rd_kafka_resp_err_t err = rd_kafka_committed(member, committed, 10000);
       err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -190,7 +167,7 @@ int Lag(const std::string& bootstrap, const std::string& group,
   // offset, read_committed).
   int64_t records_behind = 0;
   if (behind->cnt > 0) {
-    rd_kafka_t* reader = NewConsumer(bootstrap, "kafka-bench-tool-lag");
+    rd_kafka_t* reader = NewConsumer(bootstrap, "kafka-bench-tool-lag", /*partition_eof=*/true);
     if (rd_kafka_resp_err_t err = rd_kafka_assign(reader, behind);
         err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       Die(absl::StrCat("assign: ", rd_kafka_err2str(err)));

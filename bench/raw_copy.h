@@ -21,6 +21,9 @@ using Clock = std::chrono::steady_clock;
 double Seconds(Clock::time_point from, Clock::time_point to);
 // rd_kafka_conf_set, or Die naming the property.
 void SetOrDie(rd_kafka_conf_t* conf, const char* name, const std::string& value);
+// The partitions of `topic` as `client`'s broker knows them; 0 when it has no such topic.
+// Dies when the broker does not answer within 10 s.
+int PartitionCount(rd_kafka_t* client, const std::string& topic);
 // Creates the topics (replication 1) and waits for the broker's answer (at most 30 s); an
 // existing topic is left as it is. Dies naming the topic on any other error.
 void CreateTopicsOrDie(const std::string& bootstrap, const std::vector<std::string>& names,

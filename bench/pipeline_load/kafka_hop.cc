@@ -56,7 +56,7 @@ std::string Json(const HopResult& r) {
       "{\"target_per_s\":%s,\"sent\":%d,\"acked\":%d,\"delivery_errors\":%d,\"received\":%d,"
       "\"missing\":%d,\"achieved_per_s\":%.1f,%s,%s}",
       Num(r.target_per_s), r.sent, r.acked, r.delivery_errors, r.received, r.missing,
-      r.achieved_per_s, Json(r.ack, "ack_"), Json(r.end_to_end, "e2e_"));
+      r.achieved_per_s, PercentilesJson(r.ack, "ack_"), PercentilesJson(r.end_to_end, "e2e_"));
 }
 
 }  // namespace

@@ -23,22 +23,6 @@ void SetPublisherSettings(rd_kafka_conf_t* conf, int linger_ms) {
 
 }  // namespace
 
-int PartitionCount(rd_kafka_t* client, const std::string& topic) {
-  const rd_kafka_metadata_t* metadata = nullptr;
-  rd_kafka_topic_t* handle = rd_kafka_topic_new(client, topic.c_str(), nullptr);
-  const rd_kafka_resp_err_t err = rd_kafka_metadata(client, 0, handle, &metadata, 10000);
-  rd_kafka_topic_destroy(handle);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    Die(absl::StrCat("--kafka: metadata of ", topic, ": ", rd_kafka_err2str(err)));
-  }
-  int count = 0;
-  if (metadata->topic_cnt == 1 && metadata->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    count = metadata->topics[0].partition_cnt;
-  }
-  rd_kafka_metadata_destroy(metadata);
-  return count;
-}
-
 Producer::Producer(const std::string& bootstrap, int linger_ms,
                    std::function<void(int64_t index, rd_kafka_resp_err_t err)> on_delivery)
     : on_delivery_(std::move(on_delivery)) {

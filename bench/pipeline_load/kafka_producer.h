@@ -12,13 +12,11 @@
 #include <string>
 #include <thread>
 
+#include "bench/raw_copy.h"
 #include "services/common/event.h"
 #include <librdkafka/rdkafka.h>
 
 namespace stip::bench::load {
-
-// The number of partitions of `topic`, or 0 when it does not exist.
-int PartitionCount(rd_kafka_t* client, const std::string& topic);
 
 // A producer with a thread serving its delivery reports; Produce retries a full queue.
 // Delivery reports count into the members below (the report opaque is the message's index

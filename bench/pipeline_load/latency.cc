@@ -185,7 +185,8 @@ std::string Json(const RateResult& r) {
       "\"submit_errors_by_code\":{%s},\"decided\":%d,\"missing\":%d,\"achieved_per_s\":%.1f,"
       "%s,%s}",
       Num(r.target_per_s), r.sent, r.accepted, total_errors, absl::StrJoin(errors, ","), r.decided,
-      r.missing, r.achieved_per_s, Json(r.submit, "submit_"), Json(r.end_to_end, "e2e_"));
+      r.missing, r.achieved_per_s, PercentilesJson(r.submit, "submit_"),
+      PercentilesJson(r.end_to_end, "e2e_"));
 }
 
 }  // namespace

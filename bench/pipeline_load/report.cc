@@ -21,23 +21,8 @@ int64_t NowNs() {
 }
 Clock::time_point FromNs(int64_t ns) { return kEpoch + std::chrono::nanoseconds(ns - 1); }
 
-Percentiles PercentilesOf(std::vector<double>& ms) {
-  Percentiles p;
-  p.count = static_cast<int64_t>(ms.size());
-  if (ms.empty()) return p;
-  std::sort(ms.begin(), ms.end());
-  const auto at = [&](double q) {
-    return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))];
-  };
-  p.p50_ms = at(0.50);
-  p.p99_ms = at(0.99);
-  p.p999_ms = at(0.999);
-  p.max_ms = ms.back();
-  return p;
-}
-
 std::string Num(double v) { return absl::StrFormat("%.3f", v); }
-std::string Json(const Percentiles& p, std::string_view prefix) {
+std::string PercentilesJson(const Percentiles& p, std::string_view prefix) {
   return absl::StrFormat(
       "\"%1$sp50_ms\":%2$s,\"%1$sp99_ms\":%3$s,\"%1$sp999_ms\":%4$s,\"%1$smax_ms\":%5$s", prefix,
       Num(p.p50_ms), Num(p.p99_ms), Num(p.p999_ms), Num(p.max_ms));

@@ -1,5 +1,6 @@
-// pipeline-load's clock and figures: nanoseconds since the process started, percentiles of
-// latencies, the few JSON writing helpers its reports are made with, and --rates parsing.
+// pipeline-load's clock and figures: nanoseconds since the process started, the few JSON
+// writing helpers its reports are made with (percentiles from bench/percentiles.h among
+// them), and --rates parsing.
 // Stateless (the clock's origin is fixed before main): every function is thread-safe and
 // none blocks, except WriteJson, which writes a file. Errors end the process (Die).
 #ifndef STIP_BENCH_PIPELINE_LOAD_REPORT_H_
@@ -10,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench/percentiles.h"
 #include "bench/raw_copy.h"
 
 namespace stip::bench::load {
@@ -20,21 +22,13 @@ int64_t NowNs();
 // The steady-clock time of a NowNs value.
 Clock::time_point FromNs(int64_t ns);
 
-struct Percentiles {
-  double p50_ms = 0, p99_ms = 0, p999_ms = 0, max_ms = 0;
-  int64_t count = 0;
-};
-
-// Over `ms`, sorted here; zeros when empty.
-Percentiles PercentilesOf(std::vector<double>& ms);
-
 // JSON by hand, not protobuf's JSON mapping (the project's JSON library): the reports are
 // flat objects of numbers and ASCII names, read by bench/run with jq; a .proto per report
 // would be more code than the few lines below, for a benchmark tool.
 // A JSON number with 3 decimals.
 std::string Num(double v);
 // The members "<prefix>p50_ms", ... "<prefix>max_ms" of `p`, without braces.
-std::string Json(const Percentiles& p, std::string_view prefix);
+std::string PercentilesJson(const Percentiles& p, std::string_view prefix);
 // A JSON string.
 std::string Quote(std::string_view s);
 // Writes `json` and a newline to `path`; nothing when `path` is empty. Dies when it cannot.
