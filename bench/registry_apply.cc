@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -368,7 +369,8 @@ Run RegistryApply(const std::string& url, const Workload& workload, int batch,
 
 // --- Fresh databases --------------------------------------------------------------------
 
-void PostgresExec(const std::string& url, const std::string& sql) {
+// Runs `sql`; "" when it succeeded, else PostgreSQL's message.
+std::string TryPostgresExec(const std::string& url, const std::string& sql) {
   PGconn* connection = PQconnectdb(url.c_str());
   if (PQstatus(connection) != CONNECTION_OK) {
     const std::string message = PQerrorMessage(connection);
@@ -377,10 +379,33 @@ void PostgresExec(const std::string& url, const std::string& sql) {
   }
   PGresult* result = PQexec(connection, sql.c_str());
   const bool ok = PQresultStatus(result) == PGRES_COMMAND_OK;
-  const std::string message = PQerrorMessage(connection);
+  std::string message = ok ? "" : PQerrorMessage(connection);
+  if (!ok && message.empty()) message = "failed";
   PQclear(result);
   PQfinish(connection);
-  if (!ok) Die(absl::StrCat(sql, ": ", message));
+  return message;
+}
+
+void PostgresExec(const std::string& url, const std::string& sql) {
+  const std::string error = TryPostgresExec(url, sql);
+  if (!error.empty()) Die(absl::StrCat(sql, ": ", error));
+}
+
+// Drops a database this run made, once every connection of ours is closed. Not WITH (FORCE):
+// that also terminates an autovacuum worker on the database, which PostgreSQL 15 allows only
+// to superusers and pg_signal_backend members, so it failed now and then. A plain DROP
+// cancels autovacuum by itself; a connection still closing makes it fail "being accessed by
+// other users", which passes within moments, hence the bounded retry.
+void DropPostgresDatabase(const std::string& base, const std::string& name) {
+  const std::string sql = "DROP DATABASE IF EXISTS " + name;
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  std::string error = TryPostgresExec(base, sql);
+  while (!error.empty() && absl::StrContains(error, "being accessed by other users") &&
+         absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(200));
+    error = TryPostgresExec(base, sql);
+  }
+  if (!error.empty()) Die(absl::StrCat(sql, ": ", error));
 }
 
 // A database created for one run and dropped after it, as tests/support's
@@ -395,7 +420,7 @@ class FreshPostgres {
     url_ = base.substr(0, path) + "/" + name_;
     if (query != std::string::npos) url_ += base.substr(query);
   }
-  ~FreshPostgres() { PostgresExec(base_, "DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)"); }
+  ~FreshPostgres() { DropPostgresDatabase(base_, name_); }
   const std::string& url() const { return url_; }
 
  private:
