@@ -150,6 +150,9 @@ struct ProcessorCounters {
   int64_t events_consumed = 0;
   int64_t events_produced = 0;
   int64_t events_dead_lettered = 0;
+  // Events read into the batch being gathered, not yet committed or aborted (0 between
+  // batches): what Stop() would still process.
+  int64_t events_in_hand = 0;
 };
 
 // Runs a BatchHandler over its input topics exactly once. Run() on one thread; Stop() and

@@ -86,8 +86,8 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
   void Stop() override { stop_ = true; }
 
   ProcessorCounters Counters() const override {
-    return {batches_committed_.load(), batches_aborted_.load(), events_consumed_.load(),
-            events_produced_.load(), events_dead_lettered_.load()};
+    return {batches_committed_.load(), batches_aborted_.load(),      events_consumed_.load(),
+            events_produced_.load(),   events_dead_lettered_.load(), events_in_hand_.load()};
   }
 
  private:
@@ -124,6 +124,7 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
       }
       absl::Status status = ProcessBatch(batch);
       batch.clear();
+      events_in_hand_ = 0;
       if (status.ok()) {
         backoff = options_.retry_backoff;
       } else if (status.code() == absl::StatusCode::kAborted) {
@@ -229,6 +230,7 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
       MessagePtr message(rd_kafka_consumer_poll(consumer_.get(), ToMillis(wait)));
       if (revocations_ != revocations_seen) {
         batch.clear();
+        events_in_hand_ = 0;
         revocations_seen = revocations_;
       }
       if (message == nullptr) {
@@ -247,6 +249,7 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
       }
       if (batch.empty()) closes_at = absl::Now() + options_.commit_interval;
       batch.push_back(ToConsumedEvent(*message));
+      events_in_hand_ = static_cast<int64_t>(batch.size());
     }
     return absl::OkStatus();
   }
@@ -481,6 +484,7 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
   std::atomic<int64_t> events_consumed_{0};
   std::atomic<int64_t> events_produced_{0};
   std::atomic<int64_t> events_dead_lettered_{0};
+  std::atomic<int64_t> events_in_hand_{0};
 
   // Run's thread only (and the callbacks it serves).
   int64_t revocations_ = 0;

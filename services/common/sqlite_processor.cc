@@ -52,8 +52,8 @@ class SqliteProcessor : public ExactlyOnceProcessor {
     shared_->WakeAll();
   }
   ProcessorCounters Counters() const override {
-    return {batches_committed_.load(), batches_aborted_.load(), events_consumed_.load(),
-            events_produced_.load(), events_dead_lettered_.load()};
+    return {batches_committed_.load(), batches_aborted_.load(),      events_consumed_.load(),
+            events_produced_.load(),   events_dead_lettered_.load(), events_in_hand_.load()};
   }
 
  private:
@@ -72,6 +72,7 @@ class SqliteProcessor : public ExactlyOnceProcessor {
   void DropBatch() {
     retrying_ = false;
     batch_.clear();
+    events_in_hand_ = 0;
     batch_start_.clear();
     read_positions_.clear();
   }
@@ -99,7 +100,7 @@ class SqliteProcessor : public ExactlyOnceProcessor {
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> batches_committed_{0}, batches_aborted_{0}, events_consumed_{0},
-      events_produced_{0}, events_dead_lettered_{0};
+      events_produced_{0}, events_dead_lettered_{0}, events_in_hand_{0};
 };
 
 absl::StatusOr<std::unique_ptr<SqliteProcessor>> SqliteProcessor::Create(
@@ -258,6 +259,7 @@ absl::Status SqliteProcessor::ReadMore() {
     STIP_ASSIGN_OR_RETURN(
         position, reader_->Read(tp, position, options_.max_batch_events - batch_.size(), batch_));
   }
+  events_in_hand_ = static_cast<int64_t>(batch_.size());
   return absl::OkStatus();
 }
 

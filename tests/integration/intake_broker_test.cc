@@ -3,7 +3,7 @@
 // then succeeds once (its retry gets the same receipt, and one event is on the topic).
 //   - BrokerDown...: an address nothing listens on (kafka://127.0.0.1:1), then the shared
 //     test broker (STIP_TEST_KAFKA).
-//   - SameIntake...: a broker of the test's own (deploy/local/kafka.sh on ports 39092/39093
+//   - SameIntake...: a broker of the test's own (deploy/local/kafka.sh on free loopback ports
 //     with its own state folder), stopped and started again under one running intake. The
 //     shared broker is never stopped: that would disturb other tests running at the time.
 #include <stdlib.h>
@@ -172,23 +172,25 @@ std::vector<ConsumedEvent> ReadAll(EventLog& log, const std::string& topic, size
 // A broker of the test's own, through deploy/local/kafka.sh; stopped when destroyed.
 class OwnBroker {
  public:
-  static constexpr int kPort = 39092;
-  explicit OwnBroker(const std::filesystem::path& state) {
-    setenv("STIP_KAFKA_PORT", std::to_string(kPort).c_str(), 1);
-    setenv("STIP_KAFKA_CONTROLLER_PORT", std::to_string(kPort + 1).c_str(), 1);
+  // Ports free when asked, not fixed ones: a fixed port may be taken by another broker on
+  // the machine (a developer's own, as happened with 39092).
+  explicit OwnBroker(const std::filesystem::path& state) : port_(testing::FreeLoopbackPort()) {
+    setenv("STIP_KAFKA_PORT", std::to_string(port_).c_str(), 1);
+    setenv("STIP_KAFKA_CONTROLLER_PORT", std::to_string(testing::FreeLoopbackPort()).c_str(), 1);
     setenv("STIP_STATE_DIR", state.c_str(), 1);
   }
   ~OwnBroker() { Run("stop"); }
+  int port() const { return port_; }
   // 0 when the script succeeded.
   int Run(const std::string& command) {
-    // tests/integration/this_file.cc -> the source tree's deploy/local/kafka.sh.
-    const std::filesystem::path script =
-        std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "deploy" /
-        "local" / "kafka.sh";
+    const std::filesystem::path script = testing::SourcePath("deploy/local/kafka.sh");
     testing::ChildProcess child({"/bin/bash", script.string(), command});
     const int status = child.Wait();
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
   }
+
+ private:
+  int port_;
 };
 
 TEST(IntakeBrokerTest, SameIntakeOutlivesItsBrokerStoppedAndStartedAgain) {
@@ -206,7 +208,7 @@ TEST(IntakeBrokerTest, SameIntakeOutlivesItsBrokerStoppedAndStartedAgain) {
   ASSERT_EQ(broker.Run("start"), 0);
   EventLogOptions options;
   options.publish_timeout = absl::Seconds(3);
-  auto log = OpenEventLog(absl::StrCat("kafka://127.0.0.1:", OwnBroker::kPort), options);
+  auto log = OpenEventLog(absl::StrCat("kafka://127.0.0.1:", broker.port()), options);
   ASSERT_TRUE(log.ok()) << log.status();
   const std::string topic = testing::UniqueName("intake-filings");
   const std::vector<TopicSpec> specs = {{topic, 3}};

@@ -281,7 +281,11 @@ TEST_P(IntakeInboundTest, RegistryDownRetriesTheBatchInsteadOfRejecting) {
                             absl::Seconds(10))
                   .ok());
   ProcessorThread thread("inbound", processor->get());
-  absl::SleepFor(absl::Seconds(3));  // batches fail while the registry is away
+  // Batches fail while the registry is away (on Kafka, once the group is joined).
+  const absl::Time give_up = absl::Now() + absl::Seconds(120);
+  while ((*processor)->Counters().batches_aborted < 1 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
   EXPECT_GE((*processor)->Counters().batches_aborted, 1);
   StartRegistry(port);
   const std::vector<ConsumedEvent> accepted = Read(topics_.accepted, 1);

@@ -71,6 +71,8 @@ constexpr double kRepeatShare = 0.01;
 constexpr int kKills = 6;
 constexpr int kFilingPhaseKills = 2;
 constexpr int kDecisionPhaseKills = 4;
+// The waits for the registry to catch up give up only after no progress for this long.
+constexpr absl::Duration kStalledFor = absl::Seconds(120);
 
 std::filesystem::path RegistryBinary() {
   if (const char* path = std::getenv("STIP_TEST_REGISTRY_BINARY"); path != nullptr && *path) {
@@ -227,7 +229,7 @@ std::vector<ConsumedEvent> ReadTopic(EventLog& log, const std::string& topic,
     }
     return true;
   };
-  const absl::Time give_up = absl::Now() + absl::Seconds(90);
+  const absl::Time give_up = absl::Now() + absl::Seconds(300);
   while (!caught_up() && absl::Now() < give_up) {
     auto events = (*consumer)->Poll(20'000, absl::Milliseconds(200));
     if (!events.ok()) {
@@ -239,7 +241,7 @@ std::vector<ConsumedEvent> ReadTopic(EventLog& log, const std::string& topic,
       if (keep(event)) kept.push_back(std::move(event));
     }
   }
-  EXPECT_TRUE(caught_up()) << topic << " was not read to its end within 90 s";
+  EXPECT_TRUE(caught_up()) << topic << " was not read to its end within 300 s";
   EXPECT_TRUE((*consumer)->Close(absl::Seconds(10)).ok());
   // Offset order per partition (Poll gives it; the sort makes it independent of batching).
   std::stable_sort(kept.begin(), kept.end(), [](const ConsumedEvent& a, const ConsumedEvent& b) {
@@ -577,10 +579,15 @@ TEST(RegistryCrashTest, KafkaPostgresHundredThousandFilingsThroughKills) {
   }
   // Decisions are published once every filing is recorded (see the top of this file).
   {
-    const absl::Time give_up = absl::Now() + absl::Seconds(120);
-    while (db.Number("SELECT COUNT(*) FROM filings") < kFilings && absl::Now() < give_up) {
+    // Waits while the count grows: how fast depends on the machine's load, not on the code.
+    int64_t recorded = db.Number("SELECT COUNT(*) FROM filings");
+    absl::Time changed = absl::Now();
+    while (recorded < kFilings && absl::Now() - changed < kStalledFor) {
       ASSERT_TRUE(instance->running()) << "stip-registry exited by itself: " << instance->Wait();
       absl::SleepFor(absl::Milliseconds(200));
+      const int64_t now = db.Number("SELECT COUNT(*) FROM filings");
+      if (now != recorded) changed = absl::Now();
+      recorded = now;
     }
     ASSERT_EQ(db.Number("SELECT COUNT(*) FROM filings"), kFilings);
     std::cout << "every filing recorded at " << Elapsed(began) << std::endl;
@@ -603,9 +610,10 @@ TEST(RegistryCrashTest, KafkaPostgresHundredThousandFilingsThroughKills) {
       static_cast<int64_t>(plan.filings.size() + plan.decisions.size());
   Progress last;
   {
-    const absl::Time give_up = absl::Now() + absl::Seconds(180);
+    // Given up only when nothing has changed for kStalledFor: a loaded machine applies
+    // slowly (a fixed 180 s was passed with 153,016 of 201,947 events applied, at load 12).
     absl::Time changed = absl::Now();
-    while (absl::Now() < give_up) {
+    while (absl::Now() - changed < kStalledFor) {
       ASSERT_TRUE(instance->running()) << "stip-registry exited by itself: " << instance->Wait();
       const Progress now = ReadProgress(db);
       if (std::tie(now.filings, now.decisions, now.listings, now.outbox, now.positions) !=

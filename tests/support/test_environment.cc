@@ -77,6 +77,10 @@ std::string FreshPostgresDatabase(const std::string& prefix) {
   return url;
 }
 
+std::filesystem::path SourcePath(const std::string& relative) {
+  return std::filesystem::path(STIP_SOURCE_DIR) / relative;
+}
+
 int FreeLoopbackPort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address{};

@@ -67,6 +67,10 @@ class ChildProcess {
 // Where the test programs (tests/programs) were built: the folder of the running test.
 std::filesystem::path TestProgramPath(const std::string& name);
 
+// A path in the source tree, e.g. SourcePath("policies"). From the build's configuration,
+// not __FILE__, which a compiler cache may have made relative to the build folder.
+std::filesystem::path SourcePath(const std::string& relative);
+
 // VmHWM (peak resident set) and VmRSS of this process, in KiB.
 int64_t PeakRssKib();
 int64_t CurrentRssKib();

@@ -22,6 +22,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/assessment/policy.h"
+#include "tests/support/test_environment.h"
 
 namespace stip::assessment {
 namespace {
@@ -42,9 +43,7 @@ constexpr auto kPass = v1::CRITERION_OUTCOME_PASS;
 constexpr auto kFail = v1::CRITERION_OUTCOME_FAIL;
 constexpr auto kNoData = v1::CRITERION_OUTCOME_INSUFFICIENT_DATA;
 
-std::filesystem::path RepoPolicies() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "policies";
-}
+std::filesystem::path RepoPolicies() { return testing::SourcePath("policies"); }
 
 v1::AnnualFiling Filing(int64_t revenue, int64_t rd, int32_t total, int32_t tertiary,
                         int32_t rd_staff) {

@@ -513,7 +513,7 @@ class BlockingAssessmentService final : public v1::AssessmentService::Service {
 // Polls HealthStatus(channel, service) until it is `want` (-1: anything but SERVING); the last
 // status seen.
 int HealthStatusBecomes(const std::shared_ptr<grpc::Channel>& channel, const std::string& service,
-                        int want, absl::Duration timeout = absl::Seconds(5)) {
+                        int want, absl::Duration timeout = absl::Seconds(60)) {
   const absl::Time deadline = absl::Now() + timeout;
   int status = HealthStatus(channel, service);
   while (status != want && (want != -1 || status == 1) && absl::Now() < deadline) {

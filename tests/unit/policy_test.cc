@@ -23,9 +23,7 @@ using ::testing::SizeIs;
 
 // The repository's policies/ folder, found from this file's path so the test runs from any
 // build directory.
-std::filesystem::path RepoPolicies() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "policies";
-}
+std::filesystem::path RepoPolicies() { return testing::SourcePath("policies"); }
 
 void WriteFile(const std::filesystem::path& path, const std::string& text) {
   std::filesystem::create_directories(path.parent_path());
