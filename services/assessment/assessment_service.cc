@@ -14,6 +14,9 @@
 #include "google/protobuf/timestamp.pb.h"
 #include "services/assessment/evaluator.h"
 #include "services/common/grpc_server.h"
+#include "services/intake/filing_intake.h"
+#include "services/intake/filing_validator.h"
+#include "services/intake/violation_codes.h"
 
 namespace stip::assessment {
 namespace {
@@ -35,6 +38,16 @@ std::optional<int32_t> ParsePageToken(const std::string& token) {
   return year;
 }
 
+// The parks of the dry run: the assessment asks no other service, so a well-formed park id
+// (the validator checks its format) is taken for a park of unknown founding year, and only
+// intake, which asks the registry, refuses a park that does not exist.
+class AnyWellFormedPark final : public intake::ParkDirectory {
+ public:
+  std::optional<intake::ParkFacts> Find(std::string_view /*park_id*/) const override {
+    return intake::ParkFacts{};
+  }
+};
+
 google::protobuf::Timestamp ToTimestamp(absl::Time time) {
   google::protobuf::Timestamp timestamp;
   const absl::Time seconds = absl::FromUnixSeconds(absl::ToUnixSeconds(time));
@@ -49,43 +62,35 @@ google::protobuf::Timestamp ToTimestamp(absl::Time time) {
 absl::StatusOr<v1::EvaluateFilingResponse> EvaluateDraft(const v1::EvaluateFilingRequest& request,
                                                          const PolicySet& policies,
                                                          absl::Time now) {
-  std::vector<FieldViolation> violations;
-  const v1::AnnualFiling& filing = request.filing();
+  const bool region_known = v1::EconomicRegion_IsValid(request.region());
+  const std::string region_message =
+      absl::StrCat("is not a known economic region (", static_cast<int>(request.region()), ")");
   if (!request.has_filing()) {
-    violations.push_back({"filing", "is required: the draft annual filing to evaluate"});
-  } else {
-    if (filing.uscc().empty()) {
-      violations.push_back(
-          {"filing.uscc", "is required: the enterprise's Unified Social Credit Code"});
-    }
-    if (filing.fiscal_year() <= 0) {
-      violations.push_back({"filing.fiscal_year", "is required: the fiscal year filed for"});
-    }
-    if (filing.revision() < 0) {
-      violations.push_back({"filing.revision", "must not be negative (a draft may leave it 0)"});
-    }
-    const std::pair<const char*, int64_t> amounts[] = {
-        {"filing.gross_revenue_fen", filing.gross_revenue_fen()},
-        {"filing.rd_expenditure_fen", filing.rd_expenditure_fen()},
-        {"filing.total_employees", filing.total_employees()},
-        {"filing.tertiary_educated_employees", filing.tertiary_educated_employees()},
-        {"filing.rd_employees", filing.rd_employees()},
-    };
-    for (const auto& [field, value] : amounts) {
-      if (value < 0) violations.push_back({field, "must not be negative"});
-    }
-  }
-  if (!v1::EconomicRegion_IsValid(request.region())) {
-    violations.push_back({"region", absl::StrCat("is not a known economic region (",
-                                                 static_cast<int>(request.region()), ")")});
-  }
-  if (!violations.empty()) {
+    std::vector<FieldViolation> violations = {
+        {"filing", "is required: the draft annual filing to evaluate"}};
+    if (!region_known) violations.push_back({"region", region_message});
     return InvalidArgumentWithViolations("the draft filing cannot be evaluated", violations);
   }
+  // Intake's own validator, so a draft is judged by the rules its filing will be.
+  v1::AnnualFiling draft = request.filing();
+  if (draft.revision() == 0) draft.set_revision(1);
+  static const AnyWellFormedPark kParks;
+  intake::ValidationResult validation =
+      intake::ValidateFiling(draft, kParks, intake::ValidationOptions::ForTime(now));
+  if (!region_known) {
+    v1::FilingViolation violation;
+    violation.set_reason(std::string(intake::reason::kEnumUnknown));
+    violation.set_field("region");
+    violation.set_message(region_message);
+    violation.set_message_zh(
+        absl::StrCat("不是已知的经济区域（", static_cast<int>(request.region()), "）"));
+    validation.violations.push_back(std::move(violation));
+  }
+  if (!validation.ok()) return intake::InvalidFiling(std::move(validation.violations)).ToStatus();
 
+  const v1::AnnualFiling& filing = draft;
   v1::AcceptedFiling accepted;
-  *accepted.mutable_filing() = filing;
-  if (filing.revision() == 0) accepted.mutable_filing()->set_revision(1);
+  *accepted.mutable_filing() = draft;
   accepted.set_filing_id(
       FilingIdFor(filing.uscc(), filing.fiscal_year(), accepted.filing().revision()));
   accepted.set_region(request.region());

@@ -30,11 +30,14 @@ inline constexpr int32_t kMaxPageSize = 100;
 // The decision `request.filing` would get under `policies` at `now`, as the stream would
 // make it, with the filing id of FilingIdFor (a draft's revision 0 is taken as 1), no
 // supersedes link (a draft has no history) and the region overrides of `request.region`
-// (unset: the policy's own criteria; this service does not ask the registry). kInvalidArgument with
-// field violations for a draft the evaluator cannot take (no filing, USCC or fiscal year, a
-// negative revision, amount or headcount, an unknown region) and for a fiscal year no policy
-// covers. This is not intake's validator (IntakeService.ValidateFiling): a draft it would refuse
-// for other reasons still gets the decision its figures would get.
+// (unset: the policy's own criteria; this service does not ask the registry). The draft is
+// checked by intake's validator (intake::ValidateFiling, the one IntakeService applies), so
+// it gets the same field violations a submission would: kInvalidArgument with
+// google.rpc.BadRequest (description "REASON: message"), plus one on `region` for an unknown
+// region. Only what needs the registry is not checked here: that the park exists (a
+// well-formed park id is taken for a park of unknown founding year, so fiscal years from
+// 1988 on pass) and the enterprise's enrollment and revisions. kInvalidArgument also for a fiscal
+// year no policy covers.
 absl::StatusOr<v1::EvaluateFilingResponse> EvaluateDraft(const v1::EvaluateFilingRequest& request,
                                                          const PolicySet& policies, absl::Time now);
 

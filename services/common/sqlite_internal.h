@@ -30,23 +30,7 @@
 #include "services/common/event_log.h"
 #include "services/common/metrics.h"
 #include "services/common/sqlite_db.h"
-
-// Early returns for absl::Status and absl::StatusOr, local to the SQLite backend (sqlite_*.cc).
-#define STIP_RETURN_IF_ERROR(expr)                                    \
-  do {                                                                \
-    if (absl::Status _status = (expr); !_status.ok()) return _status; \
-  } while (0)
-#define STIP_CONCAT_INNER(a, b) a##b
-#define STIP_CONCAT(a, b) STIP_CONCAT_INNER(a, b)
-// `lhs` may be a declaration ("Type name"), so it cannot be parenthesized.
-// NOLINTBEGIN(bugprone-macro-parentheses)
-#define STIP_ASSIGN_OR_RETURN(lhs, expr) \
-  STIP_ASSIGN_OR_RETURN_IMPL(STIP_CONCAT(_statusor_, __LINE__), lhs, expr)
-#define STIP_ASSIGN_OR_RETURN_IMPL(statusor, lhs, expr) \
-  auto statusor = (expr);                               \
-  if (!statusor.ok()) return statusor.status();         \
-  lhs = std::move(*statusor)
-// NOLINTEND(bugprone-macro-parentheses)
+#include "services/common/status_macros.h"
 
 namespace stip::sqlite {
 

@@ -143,6 +143,42 @@ absl::Status Refusal::ToStatus() const {
   return status;
 }
 
+Refusal InvalidFiling(std::vector<v1::FilingViolation> violations) {
+  std::string message = absl::StrCat("the filing is not valid: ", violations.size(),
+                                     violations.size() == 1 ? " violation" : " violations");
+  return Refusal{absl::StatusCode::kInvalidArgument, std::move(message), std::move(violations)};
+}
+
+std::optional<v1::FilingViolation> CheckRequestId(std::string_view request_id) {
+  if (request_id.empty()) {
+    return Violation(reason::kRequestIdRequired, "request_id",
+                     "is required: a value unique to this filing attempt, reused by its retries",
+                     "必填：本次申报的唯一标识，重试时沿用");
+  }
+  if (request_id.size() > kMaxRequestIdLength) {
+    return Violation(
+        reason::kRequestIdFormat, "request_id",
+        absl::StrCat("must be 1 to ", kMaxRequestIdLength,
+                     " printable ASCII characters (0x21-0x7E); it is ", request_id.size(),
+                     " bytes long"),
+        absl::StrCat("须为 1 至 ", kMaxRequestIdLength,
+                     " 个可打印 ASCII 字符（0x21-0x7E）；实际长度为 ", request_id.size(), " 字节"));
+  }
+  for (size_t i = 0; i < request_id.size(); ++i) {
+    const unsigned char byte = static_cast<unsigned char>(request_id[i]);
+    if (byte < 0x21 || byte > 0x7E) {
+      return Violation(
+          reason::kRequestIdFormat, "request_id",
+          absl::StrCat("must be 1 to ", kMaxRequestIdLength,
+                       " printable ASCII characters (0x21-0x7E); byte ", i, " is 0x",
+                       absl::Hex(byte, absl::kZeroPad2)),
+          absl::StrCat("须为 1 至 ", kMaxRequestIdLength, " 个可打印 ASCII 字符（0x21-0x7E）；第 ",
+                       i, " 字节为 0x", absl::Hex(byte, absl::kZeroPad2)));
+    }
+  }
+  return std::nullopt;
+}
+
 void CountAccepted() { Counters().accepted.Increment(); }
 
 void CountRefused(const std::vector<v1::FilingViolation>& violations) {
@@ -171,7 +207,8 @@ absl::StatusOr<ValidationResult> ValidateWithRegistry(const v1::AnnualFiling& fi
 }
 
 absl::StatusOr<RegistryVerdict> CheckWithRegistry(const v1::AcceptedFiling& candidate,
-                                                  RegistryClient& registry, absl::Time deadline) {
+                                                  RegistryClient& registry, absl::Time deadline,
+                                                  bool previous_accepted) {
   const v1::AnnualFiling& filing = candidate.filing();
   auto enterprise = registry.GetEnterprise(filing.uscc(), deadline);
   if (!enterprise.ok()) return enterprise.status();
@@ -205,6 +242,22 @@ absl::StatusOr<RegistryVerdict> CheckWithRegistry(const v1::AcceptedFiling& cand
     if (filed.fiscal_year() == filing.fiscal_year())
       recorded = std::max(recorded, filed.revision());
   }
+  // In 64 bits: a revision recorded at the top of int32 has no int32 successor.
+  const int64_t next = int64_t{recorded} + 1;
+  if (filing.revision() > next && !previous_accepted) {
+    verdict.refusal = Refuse(
+        absl::StatusCode::kInvalidArgument,
+        absl::StrCat("revision must be at most ", next, " for fiscal year ", filing.fiscal_year(),
+                     " of enterprise ", filing.uscc(), "; it is ", filing.revision()),
+        Violation(reason::kRevisionBeyondNext, "filing.revision",
+                  absl::StrCat("must be at most ", next,
+                               ": revisions are numbered one after "
+                               "another, and the latest recorded for fiscal year ",
+                               filing.fiscal_year(), " is ", recorded),
+                  absl::StrCat("不能超过 ", next, "：修订版本号须逐次递增，", filing.fiscal_year(),
+                               " 年度已记录的最新版本为第 ", recorded, " 版")));
+    return verdict;
+  }
   if (filing.revision() > recorded) return verdict;
   // Not newer: a retry of a request the registry has recorded is answered with the record.
   auto same_revision = registry.GetFiling(candidate.filing_id(), deadline);
@@ -219,12 +272,11 @@ absl::StatusOr<RegistryVerdict> CheckWithRegistry(const v1::AcceptedFiling& cand
       absl::StrCat("revision ", filing.revision(), " is not newer than revision ", recorded,
                    ", the current revision of fiscal year ", filing.fiscal_year(),
                    " for enterprise ", filing.uscc()),
-      Violation(
-          reason::kRevisionNotNewer, "filing.revision",
-          absl::StrCat("revision ", recorded, " is the current revision for fiscal year ",
-                       filing.fiscal_year(), "; a correction is filed as revision ", recorded + 1),
-          absl::StrCat(filing.fiscal_year(), " 年度当前版本为第 ", recorded,
-                       " 版；更正申报请使用第 ", recorded + 1, " 版")));
+      Violation(reason::kRevisionNotNewer, "filing.revision",
+                absl::StrCat("revision ", recorded, " is the current revision for fiscal year ",
+                             filing.fiscal_year(), "; a correction is filed as revision ", next),
+                absl::StrCat(filing.fiscal_year(), " 年度当前版本为第 ", recorded,
+                             " 版；更正申报请使用第 ", next, " 版")));
   return verdict;
 }
 
@@ -295,6 +347,13 @@ class FilingIntake::RequestCache {
     by_filing_[filing_id] = entry;
     order_.push_back(entry);
     return {ClaimKind::kOwner, std::move(entry), {}};
+  }
+
+  // Whether a request of this instance filed `filing_id` (in flight, or accepted and not
+  // yet evicted): failed attempts are forgotten at once.
+  bool Knows(const std::string& filing_id) {
+    absl::MutexLock lock(&mu_);
+    return by_filing_.contains(filing_id);
   }
 
   // The owner's outcome. A failure forgets the request.
@@ -384,12 +443,10 @@ std::vector<SubmissionOutcome> FilingIntake::Submit(absl::Span<const Submission>
 
   for (size_t i = 0; i < submissions.size(); ++i) {
     const Submission& submission = submissions[i];
-    if (submission.request_id.empty()) {
-      outcomes[i] = Refused(Refuse(
-          absl::StatusCode::kInvalidArgument, "request_id is required",
-          Violation(reason::kRequestIdRequired, "request_id",
-                    "is required: a value unique to this filing attempt, reused by its retries",
-                    "必填：本次申报的唯一标识，重试时沿用")));
+    if (std::optional<v1::FilingViolation> bad_id = CheckRequestId(submission.request_id)) {
+      std::string message = absl::StrCat("request_id ", bad_id->message());
+      outcomes[i] = Refused(
+          Refuse(absl::StatusCode::kInvalidArgument, std::move(message), std::move(*bad_id)));
       continue;
     }
     absl::StatusOr<ValidationResult> validation =
@@ -399,11 +456,7 @@ std::vector<SubmissionOutcome> FilingIntake::Submit(absl::Span<const Submission>
       continue;
     }
     if (!validation->ok()) {
-      outcomes[i] = Refused(
-          Refusal{absl::StatusCode::kInvalidArgument,
-                  absl::StrCat("the filing is not valid: ", validation->violations.size(),
-                               validation->violations.size() == 1 ? " violation" : " violations"),
-                  std::move(validation->violations)});
+      outcomes[i] = Refused(InvalidFiling(std::move(validation->violations)));
       continue;
     }
     Pending pending{i, nullptr, {}};
@@ -437,8 +490,11 @@ std::vector<SubmissionOutcome> FilingIntake::Submit(absl::Span<const Submission>
   std::vector<Pending> to_publish;
   std::vector<OutgoingEvent> events;
   for (Pending& pending : owned) {
+    const v1::AnnualFiling& filing = pending.accepted.filing();
+    const bool previous_accepted =
+        requests_->Knows(FilingIdFor(filing.uscc(), filing.fiscal_year(), filing.revision() - 1));
     absl::StatusOr<RegistryVerdict> verdict =
-        CheckWithRegistry(pending.accepted, *registry_, deadline);
+        CheckWithRegistry(pending.accepted, *registry_, deadline, previous_accepted);
     SubmissionOutcome outcome;
     if (!verdict.ok()) {
       outcome.status = verdict.status();

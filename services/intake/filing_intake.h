@@ -56,6 +56,9 @@ namespace stip::intake {
 namespace reason {
 // The request has no request_id (field "request_id").
 inline constexpr std::string_view kRequestIdRequired = "REQUEST_ID_REQUIRED";
+// The request_id is longer than kMaxRequestIdLength or holds a byte outside printable
+// ASCII, 0x21-0x7E (field "request_id"; on the inbound topic, the event's ce_id).
+inline constexpr std::string_view kRequestIdFormat = "REQUEST_ID_FORMAT";
 // The request_id was used before for a different filing (field "request_id").
 inline constexpr std::string_view kRequestIdReused = "REQUEST_ID_REUSED";
 // The registry knows no enterprise with this USCC (field "filing.uscc").
@@ -66,8 +69,18 @@ inline constexpr std::string_view kEnterpriseInOtherPark = "ENTERPRISE_IN_OTHER_
 // The revision is not newer than the latest recorded (or accepted) for the fiscal year
 // (field "filing.revision"); the message names the current revision.
 inline constexpr std::string_view kRevisionNotNewer = "REVISION_NOT_NEWER";
+// The revision skips ahead: beyond the latest recorded (or accepted) for the fiscal year
+// plus one (field "filing.revision"); the message names the highest it may be.
+inline constexpr std::string_view kRevisionBeyondNext = "REVISION_BEYOND_NEXT";
 }  // namespace reason
 
+// A request_id (AIP-155) is 1 to 128 printable ASCII characters (0x21-0x7E): enough for a
+// UUID or any client's own scheme, and small enough that the idempotency cache, the
+// AcceptedFiling event and every receipt that carry it stay small.
+inline constexpr size_t kMaxRequestIdLength = 128;
+// The violation of a request_id that breaks that rule (kRequestIdRequired when it is empty,
+// kRequestIdFormat otherwise), or nullopt for a good one. The message never quotes the id.
+std::optional<v1::FilingViolation> CheckRequestId(std::string_view request_id);
 inline constexpr std::string_view kAcceptedFilingType = "stip.v1.AcceptedFiling";
 inline constexpr std::string_view kRejectedFilingType = "stip.v1.RejectedFiling";
 inline constexpr std::string_view kIntakeSource = "/stip/intake";
@@ -99,6 +112,10 @@ struct Refusal {
   absl::Status ToStatus() const;
 };
 
+// The refusal of a filing the validator found violations in (kInvalidArgument): what
+// intake answers, and what AssessmentService.EvaluateFiling answers for a draft.
+Refusal InvalidFiling(std::vector<v1::FilingViolation> violations);
+
 // What the registry says about a candidate (a valid filing as an AcceptedFiling with
 // filing_id, filing, request_id and content_sha256 set).
 struct RegistryVerdict {
@@ -108,10 +125,16 @@ struct RegistryVerdict {
   // The enterprise's region, for the event.
   v1::EconomicRegion region = v1::ECONOMIC_REGION_UNSPECIFIED;
 };
-// Checks enrollment and revision. kUnavailable / kDeadlineExceeded when the registry
-// cannot tell: the caller must not accept the filing then.
+// Checks enrollment and revision: newer than the latest recorded for the fiscal year, and
+// at most one beyond it (kInvalidArgument, kRevisionBeyondNext), so that no revision can
+// be pushed to the top of int32 and leave the enterprise no next one.
+// `previous_accepted`: the caller accepted revision - 1 itself (its idempotency cache, or
+// earlier in the batch), which the registry may not have recorded yet.
+// kUnavailable / kDeadlineExceeded when the registry cannot tell: the caller must not
+// accept the filing then.
 absl::StatusOr<RegistryVerdict> CheckWithRegistry(const v1::AcceptedFiling& candidate,
-                                                  RegistryClient& registry, absl::Time deadline);
+                                                  RegistryClient& registry, absl::Time deadline,
+                                                  bool previous_accepted = false);
 
 // Validates against the registry's parks; when a park is unknown, asks for a fresh park
 // list once (a park registered in the last seconds) and validates again.

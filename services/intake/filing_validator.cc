@@ -360,10 +360,17 @@ void CheckRevision(Collector& out, int revision) {
 }
 
 void CheckMoney(Collector& out, int64_t fen, std::string field, const Label& label) {
-  if (fen >= 0) return;
-  out.Violation(reason::kMoneyNegative, std::move(field),
-                absl::StrCat(label.en, " must not be negative; it is ", fen, " fen"),
-                absl::StrCat(label.zh, "不能为负数，实际为 ", fen, " 分"));
+  if (fen < 0) {
+    out.Violation(reason::kMoneyNegative, std::move(field),
+                  absl::StrCat(label.en, " must not be negative; it is ", fen, " fen"),
+                  absl::StrCat(label.zh, "不能为负数，实际为 ", fen, " 分"));
+  } else if (fen > kMaxMoneyFen) {
+    out.Violation(
+        reason::kMoneyTooLarge, std::move(field),
+        absl::StrCat(label.en, " must be at most ", kMaxMoneyFen, " fen (10^15 CNY); it is ", fen,
+                     " fen"),
+        absl::StrCat(label.zh, "不能超过 ", kMaxMoneyFen, " 分（10^15 元），实际为 ", fen, " 分"));
+  }
 }
 
 void CheckHeadcounts(Collector& out, const v1::AnnualFiling& filing) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -96,6 +97,10 @@ inline constexpr std::size_t kMaxParkIdLength = 64;
 inline constexpr std::size_t kMaxProjectIdLength = 64;
 // 1988: Zhongguancun, the first park, and the Torch program itself.
 inline constexpr int kFirstProgramYear = 1988;
+// The most any money field of a filing may hold: 10^17 fen, 10^15 CNY, several times
+// China's annual GDP, so no real filing comes near it. Below it, the sums the registry and
+// the evaluator form over many filings stay far from int64's 9.2 * 10^18.
+inline constexpr int64_t kMaxMoneyFen = 100'000'000'000'000'000;
 
 // Checks every rule on `filing` and returns every violation and warning at once, so a
 // sender can fix everything in one round trip. The rules:
@@ -105,7 +110,8 @@ inline constexpr int kFirstProgramYear = 1988;
 //   fiscal_year       set; not before the park was founded (nor before 1988); not after
 //                     options.current_year.
 //   revision          1 or more.
-//   *_fen             not negative; R&D expenditure above gross revenue is a warning.
+//   *_fen             not negative, at most kMaxMoneyFen; R&D expenditure above gross
+//                     revenue is a warning.
 //   headcounts        none negative; total_employees above 0; tertiary-educated and R&D
 //                     employees each at most total_employees.
 //   projects          at most options.max_projects; each with a unique project id (1-64 of

@@ -1,6 +1,8 @@
 #include "services/intake/inbound_handler.h"
 
 #include <optional>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -98,6 +100,16 @@ absl::Status InboundFilingHandler::HandleBatch(absl::Span<const ConsumedEvent> b
     absl::StatusOr<ValidationResult> validation =
         ValidateWithRegistry(*filing, *registry_, now, deadline);
     if (!validation.ok()) return validation.status();  // the batch is retried
+    // The request_id is the event's ce_id: held to the rule gRPC requests are, since it is
+    // carried by the AcceptedFiling and every receipt. A bad one refuses the filing once;
+    // retrying could never make it good.
+    const std::string position = event.Position();
+    const std::string_view request_id = event.Header("ce_id").value_or(position);
+    if (std::optional<v1::FilingViolation> bad_id = CheckRequestId(request_id)) {
+      bad_id->set_message(
+          absl::StrCat("the inbound event's ce_id, the filing's request_id, ", bad_id->message()));
+      validation->violations.insert(validation->violations.begin(), std::move(*bad_id));
+    }
     if (!validation->ok()) {
       refused.push_back(validation->violations);
       outputs.push_back(
@@ -106,7 +118,7 @@ absl::Status InboundFilingHandler::HandleBatch(absl::Span<const ConsumedEvent> b
     }
     v1::AcceptedFiling accepted;
     accepted.set_filing_id(FilingIdFor(filing->uscc(), filing->fiscal_year(), filing->revision()));
-    accepted.set_request_id(std::string(event.Header("ce_id").value_or(event.Position())));
+    accepted.set_request_id(std::string(request_id));
     accepted.set_content_sha256(ContentSha256(*filing));
     for (v1::FilingWarning& warning : validation->warnings) {
       *accepted.add_warnings() = std::move(warning);
@@ -126,7 +138,11 @@ absl::Status InboundFilingHandler::HandleBatch(absl::Span<const ConsumedEvent> b
           RejectedEvent(event, topics_.rejected, &accepted.filing(), {violation}, now));
       continue;
     }
-    absl::StatusOr<RegistryVerdict> verdict = CheckWithRegistry(accepted, *registry_, deadline);
+    const bool previous_accepted = accepted_in_batch.contains(
+        FilingIdFor(accepted.filing().uscc(), accepted.filing().fiscal_year(),
+                    accepted.filing().revision() - 1));
+    absl::StatusOr<RegistryVerdict> verdict =
+        CheckWithRegistry(accepted, *registry_, deadline, previous_accepted);
     if (!verdict.ok()) return verdict.status();  // the batch is retried
     if (verdict->refusal.has_value()) {
       refused.push_back(verdict->refusal->violations);

@@ -7,7 +7,8 @@
 //              position when it has none);
 //   refused    a RejectedFiling on `rejected_topic` (violations, the original payload and
 //              content type, the source position); keyed by the USCC, or by the inbound key
-//              when the filing has none;
+//              when the filing has none. A ce_id that breaks the request_id rule
+//              (CheckRequestId) refuses the filing too, with a violation on "request_id";
 //   undecodable  the dead-letter topic, with the reason.
 // An inbound event that repeats a filing the registry already recorded with the same
 // request_id and content produces nothing (it was accepted before).

@@ -59,6 +59,8 @@ inline constexpr std::string_view kRevisionOutOfRange = "REVISION_OUT_OF_RANGE";
 // --- Money and headcounts ---------------------------------------------------------------
 // A negative amount of fen.
 inline constexpr std::string_view kMoneyNegative = "MONEY_NEGATIVE";
+// An amount above kMaxMoneyFen (filing_validator.h): 10^17 fen.
+inline constexpr std::string_view kMoneyTooLarge = "MONEY_TOO_LARGE";
 // A negative headcount.
 inline constexpr std::string_view kEmployeesNegative = "EMPLOYEES_NEGATIVE";
 // total_employees is 0: a filing enterprise has at least one employee.

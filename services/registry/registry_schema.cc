@@ -8,6 +8,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "services/common/status_macros.h"
 
 namespace stip::registry {
 namespace {
@@ -207,7 +208,8 @@ int LatestSchemaVersion() { return Migrations().back().version; }
 absl::StatusOr<int> CurrentSchemaVersion(SqlSession& session) {
   auto result = session.Run("SELECT MAX(version) FROM schema_migrations");
   if (!result.ok()) return result.status();
-  return static_cast<int>(result->rows.at(0).Int(0));
+  STIP_ASSIGN_OR_RETURN(const int64_t version, result->rows.at(0).Int(0));
+  return static_cast<int>(version);
 }
 
 absl::Status MigrateSchema(SqlSession& session) {
@@ -216,7 +218,7 @@ absl::Status MigrateSchema(SqlSession& session) {
     absl::Status applied = InWriteTransaction(session, [&]() -> absl::Status {
       auto current = session.Run("SELECT MAX(version) FROM schema_migrations");
       if (!current.ok()) return current.status();
-      const int64_t version = current->rows.at(0).Int(0);
+      STIP_ASSIGN_OR_RETURN(const int64_t version, current->rows.at(0).Int(0));
       if (version > LatestSchemaVersion()) {
         return absl::FailedPreconditionError(
             absl::StrCat("the database's schema is at version ", version, ", newer than the ",

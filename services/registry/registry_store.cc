@@ -24,14 +24,16 @@ using google::protobuf::util::TimeUtil;
 constexpr int32_t kDefaultPageSize = 100;
 constexpr int32_t kMaxPageSize = 1000;
 
-v1::Park ParkFromRow(const SqlRow& row) {
+absl::StatusOr<v1::Park> ParkFromRow(const SqlRow& row) {
   v1::Park park;
   park.set_park_id(row.Text(0));
   park.set_name(row.Text(1));
   park.set_city(row.Text(2));
   park.set_province(row.Text(3));
-  park.set_region(static_cast<v1::EconomicRegion>(row.Int(4)));
-  park.set_year_founded(static_cast<int32_t>(row.Int(5)));
+  STIP_ASSIGN_OR_RETURN(const int64_t region, row.Int(4));
+  STIP_ASSIGN_OR_RETURN(const int64_t year_founded, row.Int(5));
+  park.set_region(static_cast<v1::EconomicRegion>(region));
+  park.set_year_founded(static_cast<int32_t>(year_founded));
   return park;
 }
 
@@ -43,16 +45,21 @@ constexpr char kEnterpriseSelect[] =
     "COALESCE(r.status, 1), p.region FROM enterprises e JOIN parks p ON p.park_id = e.park_id "
     "LEFT JOIN roster r ON r.uscc = e.uscc";
 
-v1::Enterprise EnterpriseFromRow(const SqlRow& row) {
+absl::StatusOr<v1::Enterprise> EnterpriseFromRow(const SqlRow& row) {
   v1::Enterprise enterprise;
   enterprise.set_uscc(row.Text(0));
   enterprise.set_name(row.Text(1));
   enterprise.set_park_id(row.Text(2));
-  enterprise.set_foreign_invested(row.Int(3) != 0);
-  *enterprise.mutable_enroll_time() = TimeUtil::MicrosecondsToTimestamp(row.Int(4));
-  enterprise.set_status(static_cast<v1::EnterpriseStatus>(row.Int(5)));
-  enterprise.set_roster_status(static_cast<v1::RosterStatus>(row.Int(6)));
-  enterprise.set_region(static_cast<v1::EconomicRegion>(row.Int(7)));
+  STIP_ASSIGN_OR_RETURN(const int64_t foreign_invested, row.Int(3));
+  STIP_ASSIGN_OR_RETURN(const int64_t enroll_time_us, row.Int(4));
+  STIP_ASSIGN_OR_RETURN(const int64_t status, row.Int(5));
+  STIP_ASSIGN_OR_RETURN(const int64_t roster_status, row.Int(6));
+  STIP_ASSIGN_OR_RETURN(const int64_t region, row.Int(7));
+  enterprise.set_foreign_invested(foreign_invested != 0);
+  *enterprise.mutable_enroll_time() = TimeUtil::MicrosecondsToTimestamp(enroll_time_us);
+  enterprise.set_status(static_cast<v1::EnterpriseStatus>(status));
+  enterprise.set_roster_status(static_cast<v1::RosterStatus>(roster_status));
+  enterprise.set_region(static_cast<v1::EconomicRegion>(region));
   return enterprise;
 }
 
@@ -63,9 +70,11 @@ absl::Status FillLatestRevisions(SqlSession& session, v1::Enterprise& enterprise
       {enterprise.uscc()});
   if (!rows.ok()) return rows.status();
   for (const SqlRow& row : rows->rows) {
+    STIP_ASSIGN_OR_RETURN(const int64_t fiscal_year, row.Int(0));
+    STIP_ASSIGN_OR_RETURN(const int64_t filed_revision, row.Int(1));
     v1::FiledRevision* revision = enterprise.add_latest_revisions();
-    revision->set_fiscal_year(static_cast<int32_t>(row.Int(0)));
-    revision->set_revision(static_cast<int32_t>(row.Int(1)));
+    revision->set_fiscal_year(static_cast<int32_t>(fiscal_year));
+    revision->set_revision(static_cast<int32_t>(filed_revision));
     revision->set_filing_id(row.Text(2));
   }
   return absl::OkStatus();
@@ -76,7 +85,7 @@ absl::StatusOr<std::optional<v1::Enterprise>> ReadEnterprise(SqlSession& session
   auto rows = session.Run(absl::StrCat(kEnterpriseSelect, " WHERE e.uscc = $1"), {SqlParam(uscc)});
   if (!rows.ok()) return rows.status();
   if (rows->rows.empty()) return std::optional<v1::Enterprise>();
-  v1::Enterprise enterprise = EnterpriseFromRow(rows->rows.front());
+  STIP_ASSIGN_OR_RETURN(v1::Enterprise enterprise, EnterpriseFromRow(rows->rows.front()));
   if (absl::Status filled = FillLatestRevisions(session, enterprise); !filled.ok()) {
     return filled;
   }
@@ -147,7 +156,8 @@ absl::StatusOr<int> RegistryStore::LoadCatalogueIfEmpty(absl::Span<const v1::Par
   absl::Status status = InWriteTransaction(**session, [&]() -> absl::Status {
     auto count = (*session)->Run("SELECT COUNT(*) FROM parks");
     if (!count.ok()) return count.status();
-    if (count->rows.at(0).Int(0) > 0) return absl::OkStatus();
+    STIP_ASSIGN_OR_RETURN(const int64_t parks_known, count->rows.at(0).Int(0));
+    if (parks_known > 0) return absl::OkStatus();
     for (const v1::Park& park : parks) {
       auto inserted = (*session)->Run(
           absl::StrCat("INSERT INTO parks (", kParkColumns, ") VALUES ($1, $2, $3, $4, $5, $6)"),
@@ -170,7 +180,7 @@ absl::StatusOr<v1::Park> RegistryStore::RegisterPark(const v1::Park& park) {
         absl::StrCat("SELECT ", kParkColumns, " FROM parks WHERE park_id = $1"), {park.park_id()});
     if (!existing.ok()) return existing.status();
     if (!existing->rows.empty()) {
-      const v1::Park recorded = ParkFromRow(existing->rows.front());
+      STIP_ASSIGN_OR_RETURN(const v1::Park recorded, ParkFromRow(existing->rows.front()));
       if (recorded.SerializeAsString() == park.SerializeAsString()) return absl::OkStatus();
       return absl::AlreadyExistsError(
           absl::StrCat("park_id \"", park.park_id(), "\" is already registered, as \"",
@@ -195,7 +205,8 @@ absl::StatusOr<std::optional<v1::Park>> RegistryStore::GetPark(std::string_view 
       absl::StrCat("SELECT ", kParkColumns, " FROM parks WHERE park_id = $1"), {SqlParam(park_id)});
   if (!rows.ok()) return rows.status();
   if (rows->rows.empty()) return std::optional<v1::Park>();
-  return std::optional<v1::Park>(ParkFromRow(rows->rows.front()));
+  STIP_ASSIGN_OR_RETURN(v1::Park park, ParkFromRow(rows->rows.front()));
+  return std::optional<v1::Park>(std::move(park));
 }
 
 absl::StatusOr<Page<v1::Park>> RegistryStore::ListParks(v1::EconomicRegion region,
@@ -219,7 +230,8 @@ absl::StatusOr<Page<v1::Park>> RegistryStore::ListParks(v1::EconomicRegion regio
       page.next_page_token = MakePageToken("parks", filter, page.items.back().park_id());
       break;
     }
-    page.items.push_back(ParkFromRow(row));
+    STIP_ASSIGN_OR_RETURN(v1::Park park, ParkFromRow(row));
+    page.items.push_back(std::move(park));
   }
   return page;
 }
@@ -298,7 +310,8 @@ absl::StatusOr<Page<v1::Enterprise>> RegistryStore::ListEnterprises(const Enterp
         page.next_page_token = MakePageToken("enterprises", fingerprint, page.items.back().uscc());
         break;
       }
-      page.items.push_back(EnterpriseFromRow(row));
+      STIP_ASSIGN_OR_RETURN(v1::Enterprise enterprise, EnterpriseFromRow(row));
+      page.items.push_back(std::move(enterprise));
       if (absl::Status filled = FillLatestRevisions(**session, page.items.back()); !filled.ok()) {
         return filled;
       }
@@ -336,11 +349,13 @@ absl::StatusOr<Page<v1::HistoryEntry>> RegistryStore::GetEnterpriseHistory(
         page.next_page_token = MakePageToken("history", uscc, absl::StrCat(last_seq));
         break;
       }
-      last_seq = row.Int(0);
+      STIP_ASSIGN_OR_RETURN(last_seq, row.Int(0));
+      STIP_ASSIGN_OR_RETURN(const int64_t kind, row.Int(1));
+      STIP_ASSIGN_OR_RETURN(const int64_t record_time_us, row.Int(2));
       v1::HistoryEntry entry;
-      *entry.mutable_record_time() = TimeUtil::MicrosecondsToTimestamp(row.Int(2));
+      *entry.mutable_record_time() = TimeUtil::MicrosecondsToTimestamp(record_time_us);
       const std::string key = absl::StrCat("history ", last_seq);
-      switch (row.Int(1)) {
+      switch (kind) {
         case kHistoryFiling: {
           auto filing = ParseStored<v1::AcceptedFiling>(row.Text(3), "filings", key);
           if (!filing.ok()) return filing.status();

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/numeric/int128.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -62,14 +63,21 @@ class SqlParam {
 };
 
 // One result row. Columns are 0-based; a NULL column is nullopt.
+//
+// The numeric accessors return errors, never abort: what a column holds comes from the
+// database, and a value that does not fit (PostgreSQL's SUM(bigint) is numeric, beyond int64
+// once the sum is) must fail the one query, not the process that serves every other.
 class SqlRow {
  public:
   explicit SqlRow(std::vector<std::optional<std::string>> columns) : columns_(std::move(columns)) {}
   size_t size() const { return columns_.size(); }
   bool IsNull(size_t column) const { return !columns_.at(column).has_value(); }
-  // The column as an integer; 0 for NULL. Text that is not an integer is a programming
-  // error in the query (CHECK-fails).
-  int64_t Int(size_t column) const;
+  // The column as a 64-bit integer; 0 for NULL. kOutOfRange for an integer beyond int64,
+  // kInternal for a column that is not an integer at all (or past the row's last column).
+  absl::StatusOr<int64_t> Int(size_t column) const;
+  // The column as a 128-bit integer (0 for NULL): for sums, which may exceed int64 (on
+  // PostgreSQL a numeric such as "18446744073709551614"). Errors as Int.
+  absl::StatusOr<absl::int128> Int128(size_t column) const;
   // Text or bytes, exactly as stored (BYTEA already decoded); empty for NULL.
   const std::string& Text(size_t column) const;
 

@@ -121,7 +121,8 @@ absl::StatusOr<v1::EconomicRegion> BatchApplier::ParkRegion(const std::string& p
   auto rows = session_.Run("SELECT region FROM parks WHERE park_id = $1", {park_id});
   if (!rows.ok()) return rows.status();
   if (rows->rows.empty()) return v1::ECONOMIC_REGION_UNSPECIFIED;
-  return static_cast<v1::EconomicRegion>(rows->rows.front().Int(0));
+  STIP_ASSIGN_OR_RETURN(const int64_t region, rows->rows.front().Int(0));
+  return static_cast<v1::EconomicRegion>(region);
 }
 
 absl::Status BatchApplier::ApplyFiling(const v1::AcceptedFiling& accepted,
@@ -247,10 +248,14 @@ absl::Status BatchApplier::ApplyDecision(const v1::QualificationDecision& decisi
   const int64_t revision = decision.filing_revision();
   if (!year->rows.empty()) {
     const SqlRow& row = year->rows.front();
-    const bool filing_newer = !row.IsNull(0) && row.Int(1) > revision;
+    STIP_ASSIGN_OR_RETURN(const int64_t filed_revision, row.Int(1));
+    STIP_ASSIGN_OR_RETURN(const int64_t decided_revision, row.Int(3));
+    STIP_ASSIGN_OR_RETURN(const int64_t decided_policy_version, row.Int(4));
+    const bool filing_newer = !row.IsNull(0) && filed_revision > revision;
     const bool decided_newer =
-        !row.IsNull(2) && (row.Int(3) > revision ||
-                           (row.Int(3) == revision && row.Int(4) >= decision.policy_version()));
+        !row.IsNull(2) &&
+        (decided_revision > revision ||
+         (decided_revision == revision && decided_policy_version >= decision.policy_version()));
     if (filing_newer || decided_newer) {
       ++counts_.decisions_stale;
       ++counts_.decisions_recorded;
@@ -297,9 +302,9 @@ absl::Status BatchApplier::UpdateRoster(const v1::QualificationDecision& decisio
   int64_t roster_year = 0;
   int64_t changes = 0;
   if (!rows->rows.empty()) {
-    status = rows->rows.front().Int(0);
-    roster_year = rows->rows.front().Int(1);
-    changes = rows->rows.front().Int(2);
+    STIP_ASSIGN_OR_RETURN(status, rows->rows.front().Int(0));
+    STIP_ASSIGN_OR_RETURN(roster_year, rows->rows.front().Int(1));
+    STIP_ASSIGN_OR_RETURN(changes, rows->rows.front().Int(2));
   }
   const int32_t year = decision.fiscal_year();
   if (year < roster_year) return absl::OkStatus();
@@ -396,11 +401,13 @@ absl::Status BatchApplier::DelistForNoFiling(const std::string& uscc, int32_t fi
   v1::TorchListing listing;
   listing.set_uscc(uscc);
   listing.set_park_id(rows->rows.front().Text(1));
-  listing.set_region(static_cast<v1::EconomicRegion>(rows->rows.front().Int(2)));
+  STIP_ASSIGN_OR_RETURN(const int64_t changes, rows->rows.front().Int(0));
+  STIP_ASSIGN_OR_RETURN(const int64_t region, rows->rows.front().Int(2));
+  listing.set_region(static_cast<v1::EconomicRegion>(region));
   listing.set_fiscal_year(fiscal_year);
   listing.set_change(v1::LISTING_CHANGE_DELISTED);
   listing.set_delist_reason(v1::DELIST_REASON_NO_FILING);
-  return RecordRosterChange(std::move(listing), rows->rows.front().Int(0));
+  return RecordRosterChange(std::move(listing), changes);
 }
 
 absl::Status BatchApplier::ApplyDeadLetter(const DeadLetter& dead_letter) {
@@ -453,7 +460,8 @@ absl::StatusOr<std::map<TopicPartition, int64_t>> RegistryStore::StoredOffsets(
         "partition_id = $3",
         {SqlParam(group), partition.topic, int64_t{partition.partition}});
     if (!rows.ok()) return rows.status();
-    if (!rows->rows.empty()) offsets[partition] = rows->rows.front().Int(0);
+    if (rows->rows.empty()) continue;
+    STIP_ASSIGN_OR_RETURN(offsets[partition], rows->rows.front().Int(0));
   }
   return offsets;
 }
@@ -474,7 +482,9 @@ absl::StatusOr<ApplyCounts> RegistryStore::Apply(std::string_view group,
           "AND partition_id = $3",
           {SqlParam(group), partition.topic, int64_t{partition.partition}});
       if (!rows.ok()) return rows.status();
-      if (!rows->rows.empty()) next = rows->rows.front().Int(0);
+      if (!rows->rows.empty()) {
+        STIP_ASSIGN_OR_RETURN(next, rows->rows.front().Int(0));
+      }
     }
     std::map<TopicPartition, int64_t> advanced;
     for (const PositionedEvent& event : events) {

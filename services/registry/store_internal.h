@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "services/common/status_macros.h"
 #include "services/registry/registry_store.h"
 #include "services/registry/sql.h"
 

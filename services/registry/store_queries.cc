@@ -1,5 +1,7 @@
 // Reading what the register derives: park and regional statistics, the decision and
 // listing feeds behind the Watch streams, and the outbox the relay drains.
+#include <limits>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,16 +14,50 @@
 namespace stip::registry {
 namespace {
 
-// part / whole in basis points, rounded down, without overflow for any int64 inputs.
-int64_t BasisPoints(int64_t part, int64_t whole) {
+// part / whole in basis points, rounded down. The sums are exact in 128 bits and a part is
+// at most its whole, so neither the product nor the share can overflow.
+int64_t BasisPoints(absl::int128 part, absl::int128 whole) {
   if (whole <= 0) return 0;
-  return static_cast<int64_t>(absl::int128(part) * 10000 / whole);
+  return static_cast<int64_t>(part * 10000 / whole);
+}
+
+// SUM(`column`) that cannot overflow, as two result columns that ExactSum joins: SQLite's
+// SUM fails with "integer overflow" past int64, and PostgreSQL's SUM(bigint) is a numeric.
+// Each value is split into its high 32 bits (an arithmetic shift, so negative values split
+// too) and its low 32 bits; neither sum can leave int64 below 2^31 rows.
+std::string SplitSum(absl::string_view column) {
+  return absl::StrCat("COALESCE(SUM(", column, " >> 32), 0), COALESCE(SUM(", column,
+                      " & 4294967295), 0)");
+}
+
+// The exact sum SplitSum selected at `column` and `column + 1`.
+absl::StatusOr<absl::int128> ExactSum(const SqlRow& row, size_t column) {
+  STIP_ASSIGN_OR_RETURN(const absl::int128 high, row.Int128(column));
+  STIP_ASSIGN_OR_RETURN(const absl::int128 low, row.Int128(column + 1));
+  return high * (absl::int128(1) << 32) + low;
+}
+
+// `sum` as the int64 a statistics message carries; kOutOfRange naming `what` when it does
+// not fit (only amounts no valid filing has can add up to that: intake bounds every amount
+// at 10^17 fen, but the store answers for whatever it holds).
+absl::StatusOr<int64_t> ReportableSum(absl::int128 sum, absl::string_view what) {
+  if (sum > std::numeric_limits<int64_t>::max() || sum < std::numeric_limits<int64_t>::min()) {
+    std::ostringstream text;  // StrCat has no int128
+    text << sum;
+    return absl::OutOfRangeError(absl::StrCat(
+        what, " is ", text.str(), " fen, beyond the largest total the statistics can report (",
+        std::numeric_limits<int64_t>::max(),
+        " fen): the register holds filings with implausible amounts; correct them with amended "
+        "filings"));
+  }
+  return static_cast<int64_t>(sum);
 }
 
 absl::StatusOr<int64_t> FeedFloor(SqlSession& session, std::string_view name) {
   auto rows = session.Run("SELECT value FROM registry_meta WHERE name = $1", {SqlParam(name)});
   if (!rows.ok()) return rows.status();
-  return rows->rows.empty() ? 0 : rows->rows.front().Int(0);
+  if (rows->rows.empty()) return 0;
+  return rows->rows.front().Int(0);
 }
 
 absl::Status CheckCursor(SqlSession& session, std::string_view floor_name, int64_t after) {
@@ -52,7 +88,7 @@ absl::StatusOr<FeedRead<T>> ReadFeed(SqlSession& session, const std::string& tab
                               {after, int64_t{scan_limit}});
     if (!window.ok()) return window.status();
     if (window->rows.front().IsNull(0)) return absl::OkStatus();
-    const int64_t scan_end = window->rows.front().Int(0);
+    STIP_ASSIGN_OR_RETURN(const int64_t scan_end, window->rows.front().Int(0));
     auto rows = session.Run(
         absl::StrCat("SELECT seq, payload FROM ", table,
                      " WHERE seq > $1 AND seq <= $2 AND ($3 = '' OR park_id = $3) AND ($4 = 0 "
@@ -61,9 +97,10 @@ absl::StatusOr<FeedRead<T>> ReadFeed(SqlSession& session, const std::string& tab
         {after, scan_end, park_id, region, kind, int64_t{limit}});
     if (!rows.ok()) return rows.status();
     for (const SqlRow& row : rows->rows) {
-      auto item = ParseStored<T>(row.Text(1), table, absl::StrCat(row.Int(0)));
+      STIP_ASSIGN_OR_RETURN(const int64_t seq, row.Int(0));
+      auto item = ParseStored<T>(row.Text(1), table, absl::StrCat(seq));
       if (!item.ok()) return item.status();
-      read.entries.push_back({row.Int(0), std::move(*item)});
+      read.entries.push_back({seq, std::move(*item)});
     }
     // A full page stops at its last entry; otherwise the whole window was looked at.
     read.scanned_to =
@@ -102,26 +139,48 @@ absl::StatusOr<v1::ParkStatistics> RegistryStore::GetParkStatistics(std::string_
         "SELECT COUNT(*), COALESCE(SUM(foreign_invested), 0) FROM enterprises WHERE park_id = $1",
         {SqlParam(park_id)});
     if (!enrolled.ok()) return enrolled.status();
-    statistics.set_enterprises(enrolled->rows.front().Int(0));
-    statistics.set_foreign_invested_enterprises(enrolled->rows.front().Int(1));
+    STIP_ASSIGN_OR_RETURN(const int64_t enterprises, enrolled->rows.front().Int(0));
+    STIP_ASSIGN_OR_RETURN(const int64_t foreign_invested, enrolled->rows.front().Int(1));
+    statistics.set_enterprises(enterprises);
+    statistics.set_foreign_invested_enterprises(foreign_invested);
+    // Counts are bounded by the rows (projects by a filing's size); the amounts are summed
+    // exactly (SplitSum) and must fit what the message reports.
     auto years = (*session)->Run(
-        "SELECT COUNT(filing_id), COALESCE(SUM(CASE WHEN outcome = $3 THEN 1 ELSE 0 END), 0), "
-        "COALESCE(SUM(listed), 0), COALESCE(SUM(projects), 0), "
-        "COALESCE(SUM(commercialized_projects), 0), "
-        "COALESCE(SUM(CASE WHEN listed = 1 THEN nominated_projects ELSE 0 END), 0), "
-        "COALESCE(SUM(revenue_fen), 0), COALESCE(SUM(rd_expenditure_fen), 0) "
-        "FROM enterprise_years WHERE park_id = $1 AND fiscal_year = $2",
+        absl::StrCat(
+            "SELECT COUNT(filing_id), COALESCE(SUM(CASE WHEN outcome = $3 THEN 1 ELSE 0 END), 0), "
+            "COALESCE(SUM(listed), 0), COALESCE(SUM(projects), 0), "
+            "COALESCE(SUM(commercialized_projects), 0), "
+            "COALESCE(SUM(CASE WHEN listed = 1 THEN nominated_projects ELSE 0 END), 0), ",
+            SplitSum("revenue_fen"), ", ", SplitSum("rd_expenditure_fen"),
+            " FROM enterprise_years WHERE park_id = $1 AND fiscal_year = $2"),
         {SqlParam(park_id), int64_t{fiscal_year}, int64_t{v1::DECISION_OUTCOME_QUALIFIED}});
     if (!years.ok()) return years.status();
     const SqlRow& row = years->rows.front();
-    statistics.set_filed_enterprises(row.Int(0));
-    statistics.set_hi_tech_enterprises(row.Int(1));
-    statistics.set_listed_enterprises(row.Int(2));
-    statistics.set_hi_tech_projects(row.Int(3));
-    statistics.set_commercialized_projects(row.Int(4));
-    statistics.set_listed_projects(row.Int(5));
-    statistics.set_total_revenue_fen(row.Int(6));
-    statistics.set_total_rd_expenditure_fen(row.Int(7));
+    int64_t counts[6];
+    for (size_t column = 0; column < 6; ++column) {
+      STIP_ASSIGN_OR_RETURN(counts[column], row.Int(column));
+    }
+    statistics.set_filed_enterprises(counts[0]);
+    statistics.set_hi_tech_enterprises(counts[1]);
+    statistics.set_listed_enterprises(counts[2]);
+    statistics.set_hi_tech_projects(counts[3]);
+    statistics.set_commercialized_projects(counts[4]);
+    statistics.set_listed_projects(counts[5]);
+    const std::string of_park =
+        absl::StrCat(" of park ", std::string(park_id), " for fiscal year ", fiscal_year);
+    STIP_ASSIGN_OR_RETURN(const absl::int128 revenue, ExactSum(row, 6));
+    STIP_ASSIGN_OR_RETURN(const absl::int128 rd_expenditure, ExactSum(row, 8));
+    STIP_ASSIGN_OR_RETURN(
+        const int64_t total_revenue,
+        ReportableSum(revenue,
+                      absl::StrCat("total_revenue_fen (the sum of gross revenue", of_park, ")")));
+    STIP_ASSIGN_OR_RETURN(
+        const int64_t total_rd_expenditure,
+        ReportableSum(rd_expenditure, absl::StrCat("total_rd_expenditure_fen (the sum of R&D "
+                                                   "expenditure",
+                                                   of_park, ")")));
+    statistics.set_total_revenue_fen(total_revenue);
+    statistics.set_total_rd_expenditure_fen(total_rd_expenditure);
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -139,8 +198,9 @@ absl::StatusOr<std::vector<v1::RegionStatistics>> RegistryStore::GetRegionalStat
     // The output of a region is the revenue filed in its parks (by the park's region in the
     // register, so a park's figures count where the park is).
     auto output = (*session)->Run(
-        "SELECT p.region, COALESCE(SUM(y.revenue_fen), 0) FROM enterprise_years y JOIN parks p "
-        "ON p.park_id = y.park_id WHERE y.fiscal_year = $1 GROUP BY p.region",
+        absl::StrCat("SELECT p.region, ", SplitSum("y.revenue_fen"),
+                     " FROM enterprise_years y JOIN parks p ON p.park_id = y.park_id WHERE "
+                     "y.fiscal_year = $1 GROUP BY p.region"),
         {int64_t{fiscal_year}});
     if (!output.ok()) return output.status();
     for (int region = v1::ECONOMIC_REGION_EASTERN; region <= v1::ECONOMIC_REGION_NORTHEASTERN;
@@ -149,19 +209,29 @@ absl::StatusOr<std::vector<v1::RegionStatistics>> RegistryStore::GetRegionalStat
       statistics.set_region(static_cast<v1::EconomicRegion>(region));
       regions.push_back(statistics);
     }
-    int64_t all_parks = 0;
-    int64_t all_output = 0;
+    // 128 bits: four int64 outputs can add up past int64, and a wrapped total would give
+    // every region a share of 0.
+    absl::int128 all_parks = 0;
+    absl::int128 all_output = 0;
     for (const SqlRow& row : parks->rows) {
-      const int64_t region = row.Int(0);
+      STIP_ASSIGN_OR_RETURN(const int64_t region, row.Int(0));
+      STIP_ASSIGN_OR_RETURN(const int64_t parks_in_region, row.Int(1));
       if (region < 1 || region > 4) continue;
-      regions[region - 1].set_parks(row.Int(1));
-      all_parks += row.Int(1);
+      regions[region - 1].set_parks(parks_in_region);
+      all_parks += parks_in_region;
     }
     for (const SqlRow& row : output->rows) {
-      const int64_t region = row.Int(0);
+      STIP_ASSIGN_OR_RETURN(const int64_t region, row.Int(0));
       if (region < 1 || region > 4) continue;
-      regions[region - 1].set_output_fen(row.Int(1));
-      all_output += row.Int(1);
+      STIP_ASSIGN_OR_RETURN(const absl::int128 region_output, ExactSum(row, 1));
+      STIP_ASSIGN_OR_RETURN(
+          const int64_t output_fen,
+          ReportableSum(region_output,
+                        absl::StrCat("output_fen (the gross revenue filed for fiscal year ",
+                                     fiscal_year, " in the parks of region ",
+                                     v1::EconomicRegion_Name(static_cast<int>(region)), ")")));
+      regions[region - 1].set_output_fen(output_fen);
+      all_output += region_output;
     }
     for (v1::RegionStatistics& statistics : regions) {
       statistics.set_park_share_basis_points(BasisPoints(statistics.parks(), all_parks));
@@ -227,13 +297,13 @@ absl::StatusOr<std::vector<OutboxEvent>> RegistryStore::PendingOutbox(int32_t li
   std::vector<OutboxEvent> events;
   events.reserve(rows->rows.size());
   for (const SqlRow& row : rows->rows) {
+    STIP_ASSIGN_OR_RETURN(const int64_t seq, row.Int(0));
     auto headers = DecodeHeaders(row.Text(4));
     if (!headers.ok()) {
-      return absl::DataLossError(
-          absl::StrCat("outbox ", row.Int(0), ": ", headers.status().message()));
+      return absl::DataLossError(absl::StrCat("outbox ", seq, ": ", headers.status().message()));
     }
     events.push_back(
-        {row.Int(0), OutgoingEvent{row.Text(1), row.Text(2), row.Text(3), std::move(*headers)}});
+        {seq, OutgoingEvent{row.Text(1), row.Text(2), row.Text(3), std::move(*headers)}});
   }
   return events;
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -1220,6 +1221,62 @@ TEST_P(RegistryStoreContractTest, StatisticsOfAHundredThousandEventsEqualAnIndep
       EXPECT_EQ((*got)[i].DebugString(), stats.DebugString()) << year << " region " << i + 1;
     }
   }
+}
+
+// Amounts no valid filing has (intake bounds them at 10^17 fen) can still be in a store,
+// written before that bound or by another writer: statistics over them come out exact, or
+// fail with a clear error naming what overflowed, and never take the process down (on
+// PostgreSQL a SUM beyond int64 is a numeric the old row accessor aborted on; on SQLite it
+// was an INTERNAL error quoting the SQL, and four regional outputs wrapped to shares of 0).
+TEST_P(RegistryStoreContractTest, StatisticsOfHugeAmountsAreExactOrAClearErrorNeverAnAbort) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  LoadCatalogue();
+  Enroll(Uscc(1), "urumqi-hnz");
+  Enroll(Uscc(2), "urumqi-hnz");
+  Enroll(Uscc(3), "zhongguancun");
+  EXPECT_EQ(Apply({positions_.Next(Filing(Uscc(1), "urumqi-hnz", 2021, 1, kMax, kMax)),
+                   positions_.Next(Filing(Uscc(3), "zhongguancun", 2021, 1, kMax, 0))})
+                .filings_recorded,
+            2);
+
+  // One INT64_MAX per park and region: everything fits, and the shares are exact.
+  for (const char* park : {"urumqi-hnz", "zhongguancun"}) {
+    auto stats = store_->GetParkStatistics(park, 2021);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(stats->total_revenue_fen(), kMax) << park;
+    EXPECT_EQ(stats->filed_enterprises(), 1) << park;
+  }
+  auto regions = store_->GetRegionalStatistics(2021);
+  ASSERT_TRUE(regions.ok()) << regions.status();
+  ASSERT_THAT(*regions, SizeIs(4));
+  for (const v1::RegionStatistics& region : *regions) {
+    const bool filed = region.region() == v1::ECONOMIC_REGION_EASTERN ||
+                       region.region() == v1::ECONOMIC_REGION_WESTERN;
+    EXPECT_EQ(region.output_fen(), filed ? kMax : 0) << region.DebugString();
+    EXPECT_EQ(region.output_share_basis_points(), filed ? 5000 : 0) << region.DebugString();
+  }
+
+  // Two in one park: its totals and its region's output no longer fit int64.
+  EXPECT_EQ(ApplyOne(Filing(Uscc(2), "urumqi-hnz", 2021, 1, kMax, 1)).filings_recorded, 1);
+  auto park = store_->GetParkStatistics("urumqi-hnz", 2021);
+  EXPECT_EQ(park.status().code(), absl::StatusCode::kOutOfRange) << park.status();
+  EXPECT_THAT(std::string(park.status().message()), ::testing::HasSubstr("total_revenue_fen"));
+  EXPECT_THAT(std::string(park.status().message()), ::testing::HasSubstr("urumqi-hnz"));
+  EXPECT_THAT(std::string(park.status().message()), ::testing::HasSubstr("18446744073709551614"));
+  EXPECT_THAT(std::string(park.status().message()), ::testing::Not(::testing::HasSubstr("SELECT")));
+  auto overflowed = store_->GetRegionalStatistics(2021);
+  EXPECT_EQ(overflowed.status().code(), absl::StatusCode::kOutOfRange) << overflowed.status();
+  EXPECT_THAT(std::string(overflowed.status().message()), ::testing::HasSubstr("output_fen"));
+  EXPECT_THAT(std::string(overflowed.status().message()), ::testing::HasSubstr("WESTERN"));
+  EXPECT_THAT(std::string(overflowed.status().message()),
+              ::testing::Not(::testing::HasSubstr("SELECT")));
+
+  // The store goes on serving: other parks, other years.
+  auto other = store_->GetParkStatistics("zhongguancun", 2021);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->total_revenue_fen(), kMax);
+  auto other_year = store_->GetRegionalStatistics(2022);
+  ASSERT_TRUE(other_year.ok()) << other_year.status();
 }
 
 // --- 7. Feeds ---------------------------------------------------------------------------

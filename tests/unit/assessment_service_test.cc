@@ -25,6 +25,8 @@
 #include "services/common/grpc_server.h"
 #include "services/common/metrics.h"
 #include "services/common/shutdown.h"
+#include "services/intake/filing_intake.h"
+#include "services/intake/filing_validator.h"
 #include "stip/v1/assessment_service.grpc.pb.h"
 #include "tests/support/test_environment.h"
 
@@ -83,7 +85,7 @@ void WriteFile(const std::filesystem::path& path, const std::string& text) {
 
 v1::AnnualFiling Draft(int64_t rd_fen) {
   v1::AnnualFiling filing;
-  filing.set_uscc("91650100MA77ABCD1X");
+  filing.set_uscc("91650100MA77ABCD1P");
   filing.set_park_id("urumqi-hnz");
   filing.set_fiscal_year(2024);
   filing.set_gross_revenue_fen(1'000'000);
@@ -176,11 +178,11 @@ TEST_F(AssessmentServiceTest, EvaluateFilingAnswersTheDecisionADraftWouldGet) {
   ASSERT_TRUE(western.ok()) << western.status();
   const v1::QualificationDecision& decision = western->decision();
   EXPECT_EQ(decision.outcome(), v1::DECISION_OUTCOME_QUALIFIED);
-  EXPECT_EQ(decision.filing_id(), "91650100MA77ABCD1X/2024/1");  // revision 0 is taken as 1
+  EXPECT_EQ(decision.filing_id(), "91650100MA77ABCD1P/2024/1");  // revision 0 is taken as 1
   EXPECT_EQ(decision.filing_revision(), 1);
   EXPECT_EQ(decision.policy_id(), "hnte");
   EXPECT_EQ(decision.policy_version(), 1);
-  EXPECT_EQ(decision.decision_id(), DecisionId("91650100MA77ABCD1X/2024/1", "hnte", 1));
+  EXPECT_EQ(decision.decision_id(), DecisionId("91650100MA77ABCD1P/2024/1", "hnte", 1));
   EXPECT_EQ(decision.supersedes_decision_id(), "");
   EXPECT_GE(decision.decide_time().seconds(), absl::ToUnixSeconds(before));
   EXPECT_LE(decision.decide_time().seconds(), absl::ToUnixSeconds(absl::Now()));
@@ -192,7 +194,7 @@ TEST_F(AssessmentServiceTest, EvaluateFilingAnswersTheDecisionADraftWouldGet) {
   absl::StatusOr<v1::EvaluateFilingResponse> eastern = Evaluate(request);
   ASSERT_TRUE(eastern.ok()) << eastern.status();
   EXPECT_EQ(eastern->decision().outcome(), v1::DECISION_OUTCOME_NOT_QUALIFIED);
-  EXPECT_EQ(eastern->decision().filing_id(), "91650100MA77ABCD1X/2024/2");
+  EXPECT_EQ(eastern->decision().filing_id(), "91650100MA77ABCD1P/2024/2");
   EXPECT_EQ(eastern->decision().criteria(0).shortfall().rd_expenditure_fen(), 4'000);
   EXPECT_THAT(eastern->decision().explanation(), HasSubstr("R&D intensity"));
 }
@@ -215,13 +217,51 @@ TEST_F(AssessmentServiceTest, EvaluateFilingRefusesWhatItCannotEvaluateFieldByFi
               ElementsAre("filing.uscc", "filing.revision", "filing.rd_expenditure_fen",
                           "filing.total_employees", "region"));
 
+  // A valid year before the first policy (1991).
   v1::EvaluateFilingRequest old;
   *old.mutable_filing() = Draft(30'000);
-  old.mutable_filing()->set_fiscal_year(1985);
+  old.mutable_filing()->set_fiscal_year(1989);
   status = Evaluate(old).status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(), HasSubstr("fiscal year 1985"));
+  EXPECT_THAT(status.message(), HasSubstr("fiscal year 1989"));
   EXPECT_THAT(Fields(status), ElementsAre("filing.fiscal_year"));
+}
+
+// The dry run judges a draft by intake's own field rules (one validator): what intake
+// would refuse is never QUALIFIED here. It used to say QUALIFIED for 1,000 tertiary-educated
+// employees of 10 and to take any USCC or amount.
+TEST_F(AssessmentServiceTest, EvaluateFilingRefusesWhatIntakeRefusesWithTheSameViolations) {
+  v1::EvaluateFilingRequest request;
+  *request.mutable_filing() = Draft(40'000);
+  request.mutable_filing()->set_total_employees(10);
+  request.mutable_filing()->set_tertiary_educated_employees(1000);
+  request.mutable_filing()->set_rd_employees(5);
+  request.mutable_filing()->set_uscc("91650100MA77ABCD1X");  // wrong check character
+  request.mutable_filing()->set_gross_revenue_fen(intake::kMaxMoneyFen + 1);
+  request.mutable_filing()->set_revision(1);  // intake requires it; a draft may leave it 0
+  const absl::Status status = Evaluate(request).status();
+  ASSERT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+
+  // Intake's verdict on the same filing, and its refusal as the gRPC edge sends it.
+  static const intake::InMemoryParkDirectory kParks({{"urumqi-hnz", intake::ParkFacts{}}});
+  intake::ValidationResult intake_says = intake::ValidateFiling(
+      request.filing(), kParks, intake::ValidationOptions::ForTime(absl::Now()));
+  std::vector<std::string> reasons;
+  for (const v1::FilingViolation& violation : intake_says.violations) {
+    reasons.push_back(violation.reason());
+  }
+  EXPECT_THAT(reasons,
+              ElementsAre("USCC_CHECK_CHARACTER", "MONEY_TOO_LARGE", "EMPLOYEES_EXCEED_TOTAL"));
+  const absl::Status intake_status =
+      intake::InvalidFiling(std::move(intake_says.violations)).ToStatus();
+  EXPECT_EQ(std::string(status.message()), std::string(intake_status.message()));
+  EXPECT_EQ(FieldViolations(status), FieldViolations(intake_status));
+  EXPECT_THAT(Fields(status), ElementsAre("filing.uscc", "filing.gross_revenue_fen",
+                                          "filing.tertiary_educated_employees"));
+
+  // A request_id-free draft that intake accepts is evaluated.
+  *request.mutable_filing() = Draft(40'000);
+  EXPECT_TRUE(Evaluate(request).ok());
 }
 
 TEST_F(AssessmentServiceTest, ListPoliciesPagesInFiscalYearOrder) {

@@ -275,8 +275,8 @@ TEST(FilingValidatorTest, MoneyMustNotBeNegative) {
   }
 }
 
-TEST(FilingValidatorTest, MoneyAtZeroAndInt64Max) {
-  const int64_t kMax = std::numeric_limits<int64_t>::max();
+TEST(FilingValidatorTest, MoneyAtZeroAndAtTheCeiling) {
+  const int64_t kMax = kMaxMoneyFen;
   for (const auto& [revenue, rd] : {std::pair<int64_t, int64_t>{0, 0}, {kMax, kMax}, {kMax, 0}}) {
     v1::AnnualFiling filing = ValidFiling();
     filing.set_gross_revenue_fen(revenue);
@@ -287,8 +287,33 @@ TEST(FilingValidatorTest, MoneyAtZeroAndInt64Max) {
   }
 }
 
+// Above 10^17 fen every money field is refused, naming the field and the ceiling: amounts
+// near INT64_MAX once entered and made the registry's sums overflow.
+TEST(FilingValidatorTest, MoneyAboveTheCeilingIsRefused) {
+  EXPECT_EQ(kMaxMoneyFen, 100'000'000'000'000'000);
+  for (const int64_t fen : {kMaxMoneyFen + 1, std::numeric_limits<int64_t>::max()}) {
+    v1::AnnualFiling filing = ValidFiling();
+    filing.set_gross_revenue_fen(fen);
+    filing.set_rd_expenditure_fen(fen);
+    const ValidationResult result = Validate(filing);
+    EXPECT_THAT(Found(result),
+                ElementsAre(Pair("filing.gross_revenue_fen", Str(reason::kMoneyTooLarge)),
+                            Pair("filing.rd_expenditure_fen", Str(reason::kMoneyTooLarge))))
+        << fen;
+    for (const v1::FilingViolation& violation : result.violations) {
+      EXPECT_THAT(violation.message(), HasSubstr("at most 100000000000000000 fen"));
+      EXPECT_THAT(violation.message(), HasSubstr(std::to_string(fen) + " fen"));
+      EXPECT_THAT(violation.message_zh(), HasSubstr("100000000000000000"));
+    }
+  }
+  v1::AnnualFiling rd_only = ValidFiling();
+  rd_only.set_rd_expenditure_fen(kMaxMoneyFen + 1);
+  EXPECT_THAT(Found(Validate(rd_only)),
+              ElementsAre(Pair("filing.rd_expenditure_fen", Str(reason::kMoneyTooLarge))));
+}
+
 TEST(FilingValidatorTest, RdAboveRevenueIsAWarningNotAViolation) {
-  const int64_t kMax = std::numeric_limits<int64_t>::max();
+  const int64_t kMax = kMaxMoneyFen;
   for (const auto& [revenue, rd] :
        {std::pair<int64_t, int64_t>{100, 101}, {0, 1}, {0, kMax}, {kMax - 1, kMax}}) {
     v1::AnnualFiling filing = ValidFiling();

@@ -7,6 +7,7 @@
 #include "services/intake/intake_service.h"
 
 #include <atomic>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -29,6 +30,7 @@
 #include "services/common/grpc_server.h"
 #include "services/common/metrics.h"
 #include "services/intake/filing_intake.h"
+#include "services/intake/inbound_handler.h"
 #include "services/intake/registry_client.h"
 #include "services/intake/uscc.h"
 #include "stip/v1/intake_service.grpc.pb.h"
@@ -583,6 +585,147 @@ TEST_F(IntakeServiceTest, BulkStreamAnswersEveryRequestInOrder) {
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(index, kFilings);
   EXPECT_THAT(Published(), SizeIs(valid));
+}
+
+// request_id is 1-128 printable ASCII characters, on SubmitFiling and SubmitFilings alike.
+// It had no limit: a 3 MiB id was accepted and kept in the idempotency cache and the event.
+TEST_F(IntakeServiceTest, RequestIdIsOneTo128PrintableAsciiCharacters) {
+  const std::string uscc = UsccFor(20);
+  fake_registry_.Enroll(uscc);
+  const std::pair<std::string, std::string> bad[] = {
+      {std::string(129, 'r'), "129 bytes"},
+      {std::string(1 << 20, 'r'), "1048576 bytes"},
+      {"req 1", "byte 3 is 0x20"},
+      {"req-\xC3\xA9", "byte 4 is 0xc3"},
+      {std::string("req\0", 4), "byte 3 is 0x00"},
+  };
+  for (const auto& [request_id, detail] : bad) {
+    v1::SubmitFilingResponse response;
+    const grpc::Status status = Submit(request_id, ValidFiling(uscc), &response);
+    ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << detail;
+    EXPECT_LT(status.error_message().size(), 300u);  // the id is never quoted
+    const google::rpc::BadRequest bad_request = BadRequestOf(status);
+    ASSERT_EQ(bad_request.field_violations_size(), 1) << detail;
+    EXPECT_EQ(bad_request.field_violations(0).field(), "request_id");
+    EXPECT_THAT(bad_request.field_violations(0).description(), HasSubstr("REQUEST_ID_FORMAT"));
+    EXPECT_THAT(bad_request.field_violations(0).description(), HasSubstr("1 to 128 printable"));
+    EXPECT_THAT(bad_request.field_violations(0).description(), HasSubstr(detail));
+  }
+  EXPECT_THAT(Published(), SizeIs(0));
+
+  // The bulk stream answers the same refusal for that request and goes on with the next.
+  {
+    grpc::ClientContext context;
+    auto stream = stub_->SubmitFilings(&context);
+    v1::SubmitFilingsRequest request;
+    request.set_request_id(std::string(129, 'b'));
+    *request.mutable_filing() = ValidFiling(uscc);
+    ASSERT_TRUE(stream->Write(request));
+    request.set_request_id(std::string(128, 'b'));
+    ASSERT_TRUE(stream->Write(request));
+    ASSERT_TRUE(stream->WritesDone());
+    v1::SubmitFilingsResponse response;
+    ASSERT_TRUE(stream->Read(&response));
+    EXPECT_EQ(response.error_code(), static_cast<int32_t>(absl::StatusCode::kInvalidArgument));
+    ASSERT_EQ(response.violations_size(), 1);
+    EXPECT_EQ(response.violations(0).reason(), "REQUEST_ID_FORMAT");
+    EXPECT_EQ(response.violations(0).field(), "request_id");
+    ASSERT_TRUE(stream->Read(&response));
+    EXPECT_EQ(response.error_code(), 0) << response.error_message();
+    EXPECT_EQ(response.receipt().request_id(), std::string(128, 'b'));
+    EXPECT_FALSE(stream->Read(&response));
+    EXPECT_TRUE(stream->Finish().ok());
+  }
+  EXPECT_THAT(Published(), SizeIs(1));
+}
+
+// A revision is at most the latest recorded + 1: revision 2147483647 was accepted and the
+// next submission was told to use -2147483648, locking the enterprise out of the year.
+TEST_F(IntakeServiceTest, RevisionIsAtMostTheNextOneAndNeverOverflows) {
+  const std::string uscc = UsccFor(21);
+  fake_registry_.Enroll(uscc);
+  v1::SubmitFilingResponse response;
+  grpc::Status status =
+      Submit("req-21a", ValidFiling(uscc, std::numeric_limits<int32_t>::max()), &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("revision must be at most 1"));
+  google::rpc::BadRequest bad_request = BadRequestOf(status);
+  ASSERT_EQ(bad_request.field_violations_size(), 1);
+  EXPECT_EQ(bad_request.field_violations(0).field(), "filing.revision");
+  EXPECT_THAT(bad_request.field_violations(0).description(),
+              HasSubstr("REVISION_BEYOND_NEXT: must be at most 1"));
+
+  // 1, then 2 before the registry has recorded 1 (this intake accepted it), go through.
+  ASSERT_TRUE(Submit("req-21b", ValidFiling(uscc, 1), &response).ok());
+  ASSERT_TRUE(Submit("req-21c", ValidFiling(uscc, 2), &response).ok());
+  EXPECT_THAT(Published(), SizeIs(2));
+
+  // Against what the registry recorded: 5 recorded, so 7 is refused and 6 accepted.
+  const std::string recorded_uscc = UsccFor(22);
+  fake_registry_.Enroll(recorded_uscc);
+  v1::AcceptedFiling recorded;
+  recorded.set_filing_id(FilingIdFor(recorded_uscc, 2024, 5));
+  *recorded.mutable_filing() = ValidFiling(recorded_uscc, 5);
+  recorded.set_request_id("earlier");
+  fake_registry_.Record(recorded);
+  status = Submit("req-22a", ValidFiling(recorded_uscc, 7), &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("revision must be at most 6"));
+  EXPECT_TRUE(Submit("req-22b", ValidFiling(recorded_uscc, 6), &response).ok());
+}
+
+// Collects what a batch hands over, as the processor would publish it.
+class RecordingOutput final : public BatchOutput {
+ public:
+  void Emit(OutgoingEvent event) override { emitted.push_back(std::move(event)); }
+  void DeadLetter(const ConsumedEvent& event, std::string_view reason) override {
+    dead_letters.emplace_back(event.Position(), std::string(reason));
+  }
+  std::vector<OutgoingEvent> emitted;
+  std::vector<std::pair<std::string, std::string>> dead_letters;
+};
+
+// On the inbound topic the request_id is the event's ce_id. An oversized one made the
+// AcceptedFiling too large to produce, so the batch failed and was retried forever: it is
+// now a rejected filing, once, and the rest of the batch goes through.
+TEST_F(IntakeServiceTest, InboundEventWithABadCeIdIsRejectedOnceNotRetried) {
+  const std::string uscc = UsccFor(23);
+  const std::string other = UsccFor(24);
+  fake_registry_.Enroll(uscc);
+  fake_registry_.Enroll(other);
+  InboundFilingHandler handler(registry_.get(), InboundTopics{});
+  std::vector<ConsumedEvent> batch(2);
+  batch[0].topic = std::string(kFilingsInboundTopic);
+  batch[0].offset = 7;
+  batch[0].key = uscc;
+  batch[0].value = ValidFiling(uscc).SerializeAsString();
+  batch[0].headers = {{"ce_id", std::string(3 << 20, 'r')}};
+  batch[1] = batch[0];
+  batch[1].offset = 8;
+  batch[1].key = other;
+  batch[1].value = ValidFiling(other).SerializeAsString();
+  batch[1].headers = {{"ce_id", "upstream-24"}};
+
+  RecordingOutput output;
+  ASSERT_TRUE(handler.HandleBatch(batch, output).ok());
+  EXPECT_THAT(output.dead_letters, SizeIs(0));
+  ASSERT_THAT(output.emitted, SizeIs(2));
+  const OutgoingEvent& rejected = output.emitted[0];
+  EXPECT_EQ(rejected.topic, kFilingsRejectedTopic);
+  EXPECT_EQ(rejected.key, uscc);
+  EXPECT_LT(rejected.value.size(), 4096u);  // the 3 MiB id is not carried along
+  v1::RejectedFiling rejection;
+  ASSERT_TRUE(rejection.ParseFromString(rejected.value));
+  ASSERT_EQ(rejection.violations_size(), 1);
+  EXPECT_EQ(rejection.violations(0).reason(), "REQUEST_ID_FORMAT");
+  EXPECT_EQ(rejection.violations(0).field(), "request_id");
+  EXPECT_THAT(rejection.violations(0).message(), HasSubstr("ce_id"));
+  EXPECT_THAT(rejection.violations(0).message(), HasSubstr("3145728 bytes"));
+
+  EXPECT_EQ(output.emitted[1].topic, kFilingsTopic);
+  v1::AcceptedFiling accepted;
+  ASSERT_TRUE(accepted.ParseFromString(output.emitted[1].value));
+  EXPECT_EQ(accepted.request_id(), "upstream-24");
 }
 
 }  // namespace
