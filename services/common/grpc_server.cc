@@ -4,6 +4,7 @@
 #include <climits>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <string>
 #include <utility>
 
@@ -30,6 +31,7 @@
 #include "grpcpp/support/server_interceptor.h"
 #include "prometheus/counter.h"
 #include "prometheus/histogram.h"
+#include "services/common/logging.h"
 #include "services/common/metrics.h"
 #include "spdlog/spdlog.h"
 
@@ -49,6 +51,48 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path, const char* wha
 }
 
 constexpr char kBadRequestTypeUrl[] = "type.googleapis.com/google.rpc.BadRequest";
+// The mark of WithInternalDetail: a payload that never leaves the process (ForCaller drops
+// the payloads of the statuses it hides).
+constexpr char kInternalDetailTypeUrl[] = "stip/not-for-callers";
+
+// 64 random bits in hex: unique enough to find one log line among a day's, and nothing an
+// attacker can learn from (not a counter, not a time).
+std::string NewErrorId() {
+  thread_local std::mt19937_64 random(std::random_device{}());
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t bits = random();
+  std::string id(16, '0');
+  for (char& digit : id) {
+    digit = kHex[bits & 0xf];
+    bits >>= 4;
+  }
+  return id;
+}
+
+// The generic words a caller gets instead of a hidden message: what it can do about it.
+const char* GenericMessage(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kUnavailable:
+      return "the service cannot complete the request now; retry later";
+    case absl::StatusCode::kAborted:
+      return "the request met a concurrent change; retry";
+    default:
+      return "internal error";
+  }
+}
+
+bool IsHiddenCode(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kAborted:
+      return true;
+    default:
+      return false;
+  }
+}
 
 // Status messages and details travel in HTTP/2 trailers, and clients refuse trailers larger
 // than their metadata limit (8 KiB by default in gRPC C++, Java and Go), failing the call
@@ -434,8 +478,30 @@ std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout) 
   return context;
 }
 
-grpc::Status StatusToGrpc(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
+absl::Status WithInternalDetail(absl::Status status) {
+  if (!status.ok()) status.SetPayload(kInternalDetailTypeUrl, absl::Cord());
+  return status;
+}
+
+bool HasInternalDetail(const absl::Status& status) {
+  return !status.ok() && (IsHiddenCode(status.code()) ||
+                          status.GetPayload(kInternalDetailTypeUrl).has_value());
+}
+
+absl::Status ForCaller(const absl::Status& status) {
+  if (!HasInternalDetail(status)) return status;
+  const std::string id = NewErrorId();
+  // The whole message, however long: the log line is the only place it is kept.
+  LogWithFields(spdlog::level::err, "request failed; the caller got an error id",
+                {{"error_id", id},
+                 {"code", absl::StatusCodeToString(status.code())},
+                 {"detail", std::string(status.message())}});
+  return absl::Status(status.code(), absl::StrCat(GenericMessage(status.code()), "; error id ", id));
+}
+
+grpc::Status StatusToGrpc(const absl::Status& original) {
+  if (original.ok()) return grpc::Status::OK;
+  const absl::Status status = ForCaller(original);
   const int raw_code = static_cast<int>(status.code());
   const grpc::StatusCode code =
       raw_code > 0 && raw_code <= static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)
