@@ -143,6 +143,7 @@ int ToMillis(absl::Duration duration) {
 struct GrpcServerMetrics {
   prometheus::Family<prometheus::Counter>& handled;
   prometheus::Family<prometheus::Histogram>& handling_seconds;
+  prometheus::Family<prometheus::Counter>& undecodable;
 };
 
 GrpcServerMetrics& GetGrpcServerMetrics() {
@@ -154,6 +155,11 @@ GrpcServerMetrics& GetGrpcServerMetrics() {
       prometheus::BuildHistogram()
           .Name("stip_grpc_server_handling_seconds")
           .Help("Time from the start of a gRPC call to its status, by full method name")
+          .Register(MetricsRegistry()),
+      prometheus::BuildCounter()
+          .Name("stip_grpc_server_undecodable_requests_total")
+          .Help("Requests refused because they could not be decoded (not protobuf, or a "
+                "string field that is not UTF-8), by full method name")
           .Register(MetricsRegistry()),
   };
   return *metrics;
@@ -204,12 +210,80 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
   bool recorded_ = false;
 };
 
+// gRPC 1.51 answers a request it cannot decode with INTERNAL and an empty message, before
+// any handler runs: protobuf 3.21 refuses a proto3 string field that is not UTF-8, and any
+// bytes that are not the method's request message. The caller cannot tell the fault is
+// theirs, and nothing of ours sees it but this: the message arrives here as null after the
+// failed parse, and the status on its way out becomes INVALID_ARGUMENT saying what was
+// wrong, with the field (as protobuf names it) in a BadRequest. A stream's Read returns false
+// on such a message as at the end of input; only a UTF-8 refusal (which protobuf reports,
+// TakeProtobufParseError) tells the two apart there, so other garbage in a stream ends it.
+class UndecodableRequestInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  UndecodableRequestInterceptor(std::string method, bool unary)
+      : method_(std::move(method)), unary_(unary) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      std::string parse_error = TakeProtobufParseError();
+      if (methods->GetRecvMessage() == nullptr && (unary_ || !parse_error.empty()) &&
+          !undecodable_) {
+        undecodable_ = true;
+        parse_error_ = std::move(parse_error);
+        GetGrpcServerMetrics().undecodable.Add({{"method", method_}}).Increment();
+      }
+    }
+    if (undecodable_ &&
+        methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      methods->ModifySendStatus(StatusToGrpc(UndecodableStatus()));
+    }
+    methods->Proceed();
+  }
+
+ private:
+  absl::Status UndecodableStatus() const {
+    // "String field 'stip.v1.AnnualFiling.name' contains invalid UTF-8 data when parsing..."
+    const size_t open = parse_error_.find('\'');
+    const size_t close = open == std::string::npos ? open : parse_error_.find('\'', open + 1);
+    if (close == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the request cannot be decoded: it is not a valid ", method_,
+                       " request (protobuf); a string field that is not UTF-8 is refused too"));
+    }
+    const std::string field = parse_error_.substr(open + 1, close - open - 1);
+    return InvalidArgumentWithViolations(
+        absl::StrCat("the request cannot be decoded: string field ", field,
+                     " holds bytes that are not UTF-8"),
+        {{field,
+          "must be UTF-8 text; send the text itself, not bytes in another encoding "
+          "(GBK, Latin-1)"}});
+  }
+
+  const std::string method_;
+  const bool unary_;
+  bool undecodable_ = false;
+  std::string parse_error_;
+};
+
 class MetricsInterceptorFactory final
     : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
     return new MetricsInterceptor(info->method() != nullptr ? info->method() : "");
+  }
+};
+
+class UndecodableRequestInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    using Type = grpc::experimental::ServerRpcInfo::Type;
+    return new UndecodableRequestInterceptor(
+        info->method() != nullptr ? info->method() : "",
+        info->type() == Type::UNARY || info->type() == Type::SERVER_STREAMING);
   }
 };
 
@@ -320,6 +394,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
   builder.SetOption(std::make_unique<ReflectionOption>(options.enable_reflection));
 
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  // First: statuses go out through interceptors in this order, so the metrics count the
+  // INVALID_ARGUMENT an undecodable request is answered with.
+  interceptors.push_back(std::make_unique<UndecodableRequestInterceptorFactory>());
   interceptors.push_back(std::make_unique<MetricsInterceptorFactory>());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 
@@ -484,8 +561,8 @@ absl::Status WithInternalDetail(absl::Status status) {
 }
 
 bool HasInternalDetail(const absl::Status& status) {
-  return !status.ok() && (IsHiddenCode(status.code()) ||
-                          status.GetPayload(kInternalDetailTypeUrl).has_value());
+  return !status.ok() &&
+         (IsHiddenCode(status.code()) || status.GetPayload(kInternalDetailTypeUrl).has_value());
 }
 
 absl::Status ForCaller(const absl::Status& status) {
@@ -496,7 +573,8 @@ absl::Status ForCaller(const absl::Status& status) {
                 {{"error_id", id},
                  {"code", absl::StatusCodeToString(status.code())},
                  {"detail", std::string(status.message())}});
-  return absl::Status(status.code(), absl::StrCat(GenericMessage(status.code()), "; error id ", id));
+  return absl::Status(status.code(),
+                      absl::StrCat(GenericMessage(status.code()), "; error id ", id));
 }
 
 grpc::Status StatusToGrpc(const absl::Status& original) {

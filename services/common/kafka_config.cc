@@ -145,8 +145,9 @@ absl::Status KafkaStatus(const rd_kafka_error_t* error, const std::string& conte
   } else if (rd_kafka_error_is_retriable(error) || rd_kafka_error_txn_requires_abort(error)) {
     code = absl::StatusCode::kUnavailable;
   }
-  return WithInternalDetail(absl::Status(code, absl::StrCat(context, ": ", rd_kafka_error_string(error),
-                                                            " (", rd_kafka_error_name(error), ")")));
+  return WithInternalDetail(
+      absl::Status(code, absl::StrCat(context, ": ", rd_kafka_error_string(error), " (",
+                                      rd_kafka_error_name(error), ")")));
 }
 
 void LogClientError(rd_kafka_t* rk, int err, const char* reason) {
