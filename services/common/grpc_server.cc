@@ -4,6 +4,7 @@
 #include <climits>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <string>
 #include <utility>
 
@@ -30,6 +31,7 @@
 #include "grpcpp/support/server_interceptor.h"
 #include "prometheus/counter.h"
 #include "prometheus/histogram.h"
+#include "services/common/logging.h"
 #include "services/common/metrics.h"
 #include "spdlog/spdlog.h"
 
@@ -49,6 +51,48 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path, const char* wha
 }
 
 constexpr char kBadRequestTypeUrl[] = "type.googleapis.com/google.rpc.BadRequest";
+// The mark of WithInternalDetail: a payload that never leaves the process (ForCaller drops
+// the payloads of the statuses it hides).
+constexpr char kInternalDetailTypeUrl[] = "stip/not-for-callers";
+
+// 64 random bits in hex: unique enough to find one log line among a day's, and nothing an
+// attacker can learn from (not a counter, not a time).
+std::string NewErrorId() {
+  thread_local std::mt19937_64 random(std::random_device{}());
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t bits = random();
+  std::string id(16, '0');
+  for (char& digit : id) {
+    digit = kHex[bits & 0xf];
+    bits >>= 4;
+  }
+  return id;
+}
+
+// The generic words a caller gets instead of a hidden message: what it can do about it.
+const char* GenericMessage(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kUnavailable:
+      return "the service cannot complete the request now; retry later";
+    case absl::StatusCode::kAborted:
+      return "the request met a concurrent change; retry";
+    default:
+      return "internal error";
+  }
+}
+
+bool IsHiddenCode(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kAborted:
+      return true;
+    default:
+      return false;
+  }
+}
 
 // Status messages and details travel in HTTP/2 trailers, and clients refuse trailers larger
 // than their metadata limit (8 KiB by default in gRPC C++, Java and Go), failing the call
@@ -99,6 +143,7 @@ int ToMillis(absl::Duration duration) {
 struct GrpcServerMetrics {
   prometheus::Family<prometheus::Counter>& handled;
   prometheus::Family<prometheus::Histogram>& handling_seconds;
+  prometheus::Family<prometheus::Counter>& undecodable;
 };
 
 GrpcServerMetrics& GetGrpcServerMetrics() {
@@ -110,6 +155,11 @@ GrpcServerMetrics& GetGrpcServerMetrics() {
       prometheus::BuildHistogram()
           .Name("stip_grpc_server_handling_seconds")
           .Help("Time from the start of a gRPC call to its status, by full method name")
+          .Register(MetricsRegistry()),
+      prometheus::BuildCounter()
+          .Name("stip_grpc_server_undecodable_requests_total")
+          .Help("Requests refused because they could not be decoded (not protobuf, or a "
+                "string field that is not UTF-8), by full method name")
           .Register(MetricsRegistry()),
   };
   return *metrics;
@@ -160,12 +210,80 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
   bool recorded_ = false;
 };
 
+// gRPC 1.51 answers a request it cannot decode with INTERNAL and an empty message, before
+// any handler runs: protobuf 3.21 refuses a proto3 string field that is not UTF-8, and any
+// bytes that are not the method's request message. The caller cannot tell the fault is
+// theirs, and nothing of ours sees it but this: the message arrives here as null after the
+// failed parse, and the status on its way out becomes INVALID_ARGUMENT saying what was
+// wrong, with the field (as protobuf names it) in a BadRequest. A stream's Read returns false
+// on such a message as at the end of input; only a UTF-8 refusal (which protobuf reports,
+// TakeProtobufParseError) tells the two apart there, so other garbage in a stream ends it.
+class UndecodableRequestInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  UndecodableRequestInterceptor(std::string method, bool unary)
+      : method_(std::move(method)), unary_(unary) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      std::string parse_error = TakeProtobufParseError();
+      if (methods->GetRecvMessage() == nullptr && (unary_ || !parse_error.empty()) &&
+          !undecodable_) {
+        undecodable_ = true;
+        parse_error_ = std::move(parse_error);
+        GetGrpcServerMetrics().undecodable.Add({{"method", method_}}).Increment();
+      }
+    }
+    if (undecodable_ &&
+        methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      methods->ModifySendStatus(StatusToGrpc(UndecodableStatus()));
+    }
+    methods->Proceed();
+  }
+
+ private:
+  absl::Status UndecodableStatus() const {
+    // "String field 'stip.v1.AnnualFiling.name' contains invalid UTF-8 data when parsing..."
+    const size_t open = parse_error_.find('\'');
+    const size_t close = open == std::string::npos ? open : parse_error_.find('\'', open + 1);
+    if (close == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the request cannot be decoded: it is not a valid ", method_,
+                       " request (protobuf); a string field that is not UTF-8 is refused too"));
+    }
+    const std::string field = parse_error_.substr(open + 1, close - open - 1);
+    return InvalidArgumentWithViolations(
+        absl::StrCat("the request cannot be decoded: string field ", field,
+                     " holds bytes that are not UTF-8"),
+        {{field,
+          "must be UTF-8 text; send the text itself, not bytes in another encoding "
+          "(GBK, Latin-1)"}});
+  }
+
+  const std::string method_;
+  const bool unary_;
+  bool undecodable_ = false;
+  std::string parse_error_;
+};
+
 class MetricsInterceptorFactory final
     : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
     return new MetricsInterceptor(info->method() != nullptr ? info->method() : "");
+  }
+};
+
+class UndecodableRequestInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    using Type = grpc::experimental::ServerRpcInfo::Type;
+    return new UndecodableRequestInterceptor(
+        info->method() != nullptr ? info->method() : "",
+        info->type() == Type::UNARY || info->type() == Type::SERVER_STREAMING);
   }
 };
 
@@ -276,6 +394,9 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
   builder.SetOption(std::make_unique<ReflectionOption>(options.enable_reflection));
 
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  // First: statuses go out through interceptors in this order, so the metrics count the
+  // INVALID_ARGUMENT an undecodable request is answered with.
+  interceptors.push_back(std::make_unique<UndecodableRequestInterceptorFactory>());
   interceptors.push_back(std::make_unique<MetricsInterceptorFactory>());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 
@@ -434,8 +555,31 @@ std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout) 
   return context;
 }
 
-grpc::Status StatusToGrpc(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
+absl::Status WithInternalDetail(absl::Status status) {
+  if (!status.ok()) status.SetPayload(kInternalDetailTypeUrl, absl::Cord());
+  return status;
+}
+
+bool HasInternalDetail(const absl::Status& status) {
+  return !status.ok() &&
+         (IsHiddenCode(status.code()) || status.GetPayload(kInternalDetailTypeUrl).has_value());
+}
+
+absl::Status ForCaller(const absl::Status& status) {
+  if (!HasInternalDetail(status)) return status;
+  const std::string id = NewErrorId();
+  // The whole message, however long: the log line is the only place it is kept.
+  LogWithFields(spdlog::level::err, "request failed; the caller got an error id",
+                {{"error_id", id},
+                 {"code", absl::StatusCodeToString(status.code())},
+                 {"detail", std::string(status.message())}});
+  return absl::Status(status.code(),
+                      absl::StrCat(GenericMessage(status.code()), "; error id ", id));
+}
+
+grpc::Status StatusToGrpc(const absl::Status& original) {
+  if (original.ok()) return grpc::Status::OK;
+  const absl::Status status = ForCaller(original);
   const int raw_code = static_cast<int>(status.code());
   const grpc::StatusCode code =
       raw_code > 0 && raw_code <= static_cast<int>(grpc::StatusCode::UNAUTHENTICATED)

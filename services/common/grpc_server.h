@@ -178,8 +178,28 @@ std::unique_ptr<grpc::ClientContext> ContextWithTimeout(absl::Duration timeout);
 // and details travel in trailers, which clients limit (8 KiB by default): a message is cut to
 // 1 KiB, and details to 4 KiB (a BadRequest keeps its first violations and a last one saying
 // how many more there are; other payloads that do not fit are left out). Codes map one to
-// one; messages pass unchanged otherwise, so they must not hold what callers may not see.
+// one; messages and details are what ForCaller leaves of the status.
 grpc::Status StatusToGrpc(const absl::Status& status);
+
+// Errors for people, details for logs: what a caller may see of `status`. A status whose
+// message may hold what callers must not see (file paths, SQL text, broker messages,
+// `user@host:port/db`) becomes the same code with a generic message and an error id,
+// "internal error; error id 7f3a09c2d4e1b658", without payloads; its full text is logged
+// once, at level error, with that id ("error_id" field), so an operator finds it from what
+// the caller reports. That is every kUnknown, kInternal, kUnavailable, kDataLoss and
+// kAborted status (they come from stores, brokers and downstream calls, never from
+// validation) and every status marked WithInternalDetail. Every other status (kInvalidArgument,
+// kFailedPrecondition, kNotFound, ... written by our own validation) is returned unchanged,
+// BadRequest details included. Thread-safe. StatusToGrpc applies it; an edge that reports a
+// status otherwise (a per-item error in a stream's response) applies it itself.
+absl::Status ForCaller(const absl::Status& status);
+// `status` marked as holding details for operators only, whatever its code (a SQL constraint
+// violation is kAlreadyExists, a full disk kResourceExhausted): ForCaller hides its message.
+// The SQL layers and the Kafka client mark every error they make. A status rebuilt from the
+// message of a marked one loses the mark: keep the status, or mark the new one.
+absl::Status WithInternalDetail(absl::Status status);
+// Whether ForCaller hides `status`'s message.
+bool HasInternalDetail(const absl::Status& status);
 // The reverse, for the results of downstream calls: code, message and details as payloads.
 absl::Status GrpcToStatus(const grpc::Status& status);
 

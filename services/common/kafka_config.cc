@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "services/common/grpc_server.h"
 #include "services/common/kafka_internal.h"
 #include "services/common/metrics.h"
 #include "spdlog/spdlog.h"
@@ -129,8 +130,10 @@ bool IsFenced(rd_kafka_resp_err_t err) {
 
 absl::Status KafkaStatus(rd_kafka_resp_err_t err, const std::string& context) {
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return absl::OkStatus();
-  return absl::Status(ClassifyError(err), absl::StrCat(context, ": ", rd_kafka_err2str(err), " (",
-                                                       rd_kafka_err2name(err), ")"));
+  // Broker messages name hosts and topics: for operators only, whatever the code.
+  return WithInternalDetail(absl::Status(
+      ClassifyError(err),
+      absl::StrCat(context, ": ", rd_kafka_err2str(err), " (", rd_kafka_err2name(err), ")")));
 }
 
 absl::Status KafkaStatus(const rd_kafka_error_t* error, const std::string& context) {
@@ -142,8 +145,9 @@ absl::Status KafkaStatus(const rd_kafka_error_t* error, const std::string& conte
   } else if (rd_kafka_error_is_retriable(error) || rd_kafka_error_txn_requires_abort(error)) {
     code = absl::StatusCode::kUnavailable;
   }
-  return absl::Status(code, absl::StrCat(context, ": ", rd_kafka_error_string(error), " (",
-                                         rd_kafka_error_name(error), ")"));
+  return WithInternalDetail(
+      absl::Status(code, absl::StrCat(context, ": ", rd_kafka_error_string(error), " (",
+                                      rd_kafka_error_name(error), ")")));
 }
 
 void LogClientError(rd_kafka_t* rk, int err, const char* reason) {

@@ -3,15 +3,20 @@
 #include <algorithm>
 #include <array>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/types/span.h"
 #include "google/protobuf/stubs/logging.h"
 #include "grpc/support/log.h"
+#include "prometheus/counter.h"
+#include "services/common/metrics.h"
 #include "spdlog/pattern_formatter.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/sinks/stdout_sinks.h"
@@ -217,9 +222,41 @@ void LogFromGrpc(gpr_log_func_args* args) {
                 logger.get());
 }
 
+// The parse error protobuf reported last on this thread (TakeProtobufParseError).
+thread_local std::string last_parse_error;
+
+// Protobuf's lines, at most one a minute per source line: a client sending strings that are
+// not UTF-8 makes one per request otherwise. Returns whether to log this one, and how many
+// were left out since the last one logged.
+bool ShouldLogProtobufLine(const char* file, int line, int64_t* suppressed) {
+  struct Source {
+    absl::Time logged = absl::InfinitePast();
+    int64_t suppressed = 0;
+  };
+  static auto* mu = new std::mutex();
+  static auto* sources = new std::map<std::pair<std::string, int>, Source>();
+  const absl::Time now = absl::Now();
+  std::lock_guard<std::mutex> lock(*mu);
+  Source& source = (*sources)[{file != nullptr ? file : "", line}];
+  if (now - source.logged < absl::Minutes(1)) {
+    ++source.suppressed;
+    return false;
+  }
+  source.logged = now;
+  *suppressed = std::exchange(source.suppressed, 0);
+  return true;
+}
+
 void LogFromProtobuf(google::protobuf::LogLevel severity, const char* file, int line,
                      const std::string& message) {
   static const auto logger = GetLogger("protobuf");
+  static auto& counted = prometheus::BuildCounter()
+                             .Name("stip_protobuf_log_messages_total")
+                             .Help(
+                                 "Messages protobuf reported (parse errors among them), by "
+                                 "level, logged or not")
+                             .Register(MetricsRegistry());
+  if (absl::StrContains(message, "when parsing a protocol buffer")) last_parse_error = message;
   spdlog::level::level_enum level = spdlog::level::info;
   switch (severity) {
     case google::protobuf::LOGLEVEL_INFO:
@@ -235,7 +272,12 @@ void LogFromProtobuf(google::protobuf::LogLevel severity, const char* file, int 
       level = spdlog::level::critical;
       break;
   }
-  LogWithFields(level, message, {{"file", file != nullptr ? file : ""}, {"line", line}},
+  const spdlog::string_view_t level_name = spdlog::level::to_string_view(level);
+  counted.Add({{"level", std::string(level_name.data(), level_name.size())}}).Increment();
+  int64_t suppressed = 0;
+  if (level != spdlog::level::critical && !ShouldLogProtobufLine(file, line, &suppressed)) return;
+  LogWithFields(level, message,
+                {{"file", file != nullptr ? file : ""}, {"line", line}, {"suppressed", suppressed}},
                 logger.get());
 }
 
@@ -331,6 +373,8 @@ void LogWithFields(spdlog::level::level_enum level, std::string_view message,
   logger->log(level, spdlog::string_view_t(message.data(), message.size()));
   current_fields = previous;
 }
+
+std::string TakeProtobufParseError() { return std::exchange(last_parse_error, std::string()); }
 
 int StartupFailure(std::string_view program, int exit_code, std::string_view message) {
   spdlog::critical("{}", message);

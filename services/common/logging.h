@@ -38,11 +38,23 @@ absl::StatusOr<spdlog::level::level_enum> ParseLogLevel(std::string_view name);
 // `service_name` that writes to stdout in `format`, and routes gRPC's and protobuf's own
 // log messages into it (loggers "grpc" and "protobuf"). Call once, early in main, before
 // threads are started; calling it again replaces the format and level.
+//
+// Protobuf logs an error for every message it refuses to parse (a string field that is not
+// UTF-8), which a client can send at will: its lines are logged at most once a minute per
+// source line, with "suppressed" counting those left out since the last one, and counted in
+// stip_protobuf_log_messages_total{level} (MetricsRegistry()).
 void InitLogging(std::string_view service_name, spdlog::level::level_enum level, LogFormat format);
 
 // The logger for one part of the process: same output, format and level as the default
 // logger, its own "logger" name. Created on first use. Thread-safe.
 std::shared_ptr<spdlog::logger> GetLogger(std::string_view name);
+
+// The text of the last protobuf parse error (e.g. "String field 'stip.v1.AnnualFiling.name'
+// contains invalid UTF-8 data when parsing a protocol buffer. ...") reported on this thread
+// since the previous call, logged or not; "" when none. Clears it. For the gRPC server, which
+// sees only that a request could not be decoded. Needs InitLogging (protobuf's messages
+// reach nothing of ours before it).
+std::string TakeProtobufParseError();
 
 // The formatter InitLogging installs, for loggers with other sinks (tests).
 std::unique_ptr<spdlog::formatter> MakeLogFormatter(LogFormat format);

@@ -3,11 +3,14 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/grpc_server.h"
 
 namespace stip {
 
-absl::Status SqliteStatus(int code, std::string_view path, std::string_view what,
-                          std::string_view detail) {
+namespace {
+
+absl::Status ClassifySqliteStatus(int code, std::string_view path, std::string_view what,
+                                  std::string_view detail) {
   // Debian's Abseil has its own string_view, which std::string_view does not convert to.
   const std::string message = absl::StrCat("SQLite file ", std::string(path), ": ",
                                            std::string(what), " failed: ", std::string(detail),
@@ -31,6 +34,14 @@ absl::Status SqliteStatus(int code, std::string_view path, std::string_view what
     default:
       return absl::InternalError(message);
   }
+}
+
+}  // namespace
+
+absl::Status SqliteStatus(int code, std::string_view path, std::string_view what,
+                          std::string_view detail) {
+  // It names the file: for operators only, whatever the code.
+  return WithInternalDetail(ClassifySqliteStatus(code, path, what, detail));
 }
 
 SqliteStatement::SqliteStatement(SqliteStatement&& other) noexcept

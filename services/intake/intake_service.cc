@@ -82,8 +82,10 @@ grpc::Status IntakeServiceImpl::SubmitFilings(
       if (outcome.status.ok()) {
         *response.mutable_receipt() = std::move(outcome.receipt);
       } else {
-        response.set_error_code(static_cast<int32_t>(outcome.status.code()));
-        response.set_error_message(std::string(outcome.status.message()));
+        // The per-filing answer is an RPC edge of its own: the same rules as StatusToGrpc.
+        const absl::Status shown = ForCaller(outcome.status);
+        response.set_error_code(static_cast<int32_t>(shown.code()));
+        response.set_error_message(std::string(shown.message()));
         for (v1::FilingViolation& violation : outcome.violations) {
           *response.add_violations() = std::move(violation);
         }

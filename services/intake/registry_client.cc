@@ -97,6 +97,18 @@ absl::StatusOr<std::shared_ptr<const InMemoryParkDirectory>> RegistryClient::Par
   return fetched.status();
 }
 
+absl::Status RegistryClient::CheckReachable(absl::Time deadline) {
+  const absl::Time started = absl::Now();
+  absl::StatusOr<std::shared_ptr<const InMemoryParkDirectory>> fetched = FetchParks(deadline);
+  if (!fetched.ok()) return fetched.status();
+  absl::MutexLock lock(&mu_);
+  if (started > parks_fetched_) {
+    parks_ = *std::move(fetched);
+    parks_fetched_ = started;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::optional<v1::Enterprise>> RegistryClient::GetEnterprise(std::string_view uscc,
                                                                             absl::Time deadline) {
   {

@@ -8,6 +8,13 @@
 // Failures: the registry unreachable (or answering with anything but NOT_FOUND) is
 // kUnavailable, or kDeadlineExceeded when the deadline passed; callers then refuse to
 // decide (they never accept a filing unchecked).
+//
+// What the cached park list is still good for while the registry is down: checking a
+// filing's fields (ValidateFiling, a draft's park_id), for at most parks_max_staleness. It
+// is never enough to accept a filing: that needs the enterprise's enrollment and revisions,
+// which are asked of the registry (cached for enterprise_ttl, seconds), so every submission
+// fails with kUnavailable while the registry does not answer. Readiness therefore follows
+// CheckReachable, which asks the registry itself and never answers from the cache.
 #pragma once
 
 #include <cstddef>
@@ -68,6 +75,11 @@ class RegistryClient {
   // refreshes at a time; the others wait for it.
   absl::StatusOr<std::shared_ptr<const InMemoryParkDirectory>> Parks(
       absl::Time deadline, std::optional<absl::Duration> max_age = std::nullopt);
+
+  // OK when the registry answers now (a fresh park list, which then refreshes the cache);
+  // the registry's error otherwise, even while a cached park list is still usable. For
+  // readiness: stip-intake is NOT_SERVING while this fails. Blocks until `deadline` at most.
+  absl::Status CheckReachable(absl::Time deadline);
 
   // The enterprise, or nullopt when the registry does not know it (NOT_FOUND). Cached for
   // enterprise_ttl.

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "services/common/grpc_server.h"
 #include "services/common/logging.h"
 #include "services/registry/sql.h"
 #include "services/registry/sql_pool.h"
@@ -102,8 +103,8 @@ class PostgresConnection {
     const char* const values[] = {timeout_seconds.c_str(), "stip-registry", url.c_str(), nullptr};
     PGconn* conn = PQconnectdbParams(keywords, values, /*expand_dbname=*/1);
     if (conn == nullptr) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("PostgreSQL ", display_name, ": libpq could not allocate a connection"));
+      return WithInternalDetail(absl::ResourceExhaustedError(
+          absl::StrCat("PostgreSQL ", display_name, ": libpq could not allocate a connection")));
     }
     if (PQstatus(conn) != CONNECTION_OK) {
       std::string message = PQerrorMessage(conn);
@@ -182,9 +183,9 @@ class PostgresConnection {
           unsigned char* bytes =
               PQunescapeBytea(reinterpret_cast<const unsigned char*>(value), &size);
           if (bytes == nullptr) {
-            return absl::ResourceExhaustedError(absl::StrCat("PostgreSQL ", display_name_,
-                                                             ": cannot decode a BYTEA column of '",
-                                                             Shorten(sql), "'"));
+            return WithInternalDetail(absl::ResourceExhaustedError(
+                absl::StrCat("PostgreSQL ", display_name_, ": cannot decode a BYTEA column of '",
+                             Shorten(sql), "'")));
           }
           row.emplace_back(std::string(reinterpret_cast<const char*>(bytes), size));
           PQfreemem(bytes);
@@ -290,9 +291,13 @@ class PostgresConnection {
     return &prepared_.emplace(text, std::move(prepared)).first->second;
   }
 
-  // OK for a result that succeeded; otherwise the status its SQLSTATE maps to. A lost
+  // OK for a result that succeeded; otherwise the status its SQLSTATE maps to, marked
+  // WithInternalDetail: it names the server and the statement, for operators only. A lost
   // connection marks this one broken, so the pool closes it instead of reusing it.
   absl::Status Check(const PGresult* result, std::string_view what, std::string_view sql) {
+    return WithInternalDetail(Classify(result, what, sql));
+  }
+  absl::Status Classify(const PGresult* result, std::string_view what, std::string_view sql) {
     const ExecStatusType status = result == nullptr ? PGRES_FATAL_ERROR : PQresultStatus(result);
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_EMPTY_QUERY) {
       return absl::OkStatus();

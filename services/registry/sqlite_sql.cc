@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "services/common/grpc_server.h"
 #include "services/common/sqlite_db.h"
 #include "services/registry/sql_pool.h"
 #include <sqlite3.h>
@@ -210,7 +211,12 @@ class SqliteConnection {
     return raw;
   }
 
+  // Marked WithInternalDetail, as every SQLite error (SqliteStatus): it names the file and
+  // the statement, for operators only.
   absl::Status StepError(int rc, std::string_view sql) {
+    return WithInternalDetail(ClassifyStepError(rc, sql));
+  }
+  absl::Status ClassifyStepError(int rc, std::string_view sql) {
     const std::string what = absl::StrCat("statement '", std::string(sql), "'");
     if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
       return absl::AlreadyExistsError(absl::StrCat("SQLite file ", db_->path(), ": ", what,

@@ -9,6 +9,8 @@
 #include <future>
 #include <iterator>
 #include <memory>
+#include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,11 +32,16 @@
 #include "gtest/gtest.h"
 #include "prometheus/metric_family.h"
 #include "services/common/health.h"
+#include "services/common/logging.h"
 #include "services/common/metrics.h"
+#include "services/common/sqlite_db.h"
+#include "spdlog/sinks/ostream_sink.h"
+#include "spdlog/spdlog.h"
 #include "stip/v1/assessment_service.grpc.pb.h"
 #include "tests/support/test_environment.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sqlite3.h>
 #include <sys/socket.h>
 
 namespace stip {
@@ -480,6 +487,124 @@ TEST(StatusToGrpcTest, MapsCodesAndMessages) {
   EXPECT_EQ(StatusToGrpc(absl::UnauthenticatedError("x")).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(GrpcToStatus(grpc::Status(grpc::StatusCode::ABORTED, "y")), absl::AbortedError("y"));
+}
+
+// The default logger replaced by one writing JSON lines to memory, for the test's lifetime.
+class CapturedDefaultLog {
+ public:
+  CapturedDefaultLog() : previous_(spdlog::default_logger()) {
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out_);
+    sink->set_formatter(MakeLogFormatter(LogFormat::kJson));
+    auto logger = std::make_shared<spdlog::logger>("stip-test", sink);
+    logger->set_level(spdlog::level::trace);
+    spdlog::set_default_logger(logger);
+  }
+  ~CapturedDefaultLog() { spdlog::set_default_logger(previous_); }
+  std::string Text() const { return out_.str(); }
+
+ private:
+  std::shared_ptr<spdlog::logger> previous_;
+  std::ostringstream out_;
+};
+
+// The error id of a hidden message ("...; error id 7f3a09c2d4e1b658"), or "".
+std::string ErrorId(const std::string& message) {
+  std::smatch match;
+  if (!std::regex_search(message, match, std::regex("error id ([0-9a-f]{16})$"))) return "";
+  return match[1];
+}
+
+TEST(StatusToGrpcTest, StoreErrorReachesTheCallerAsAGenericMessageWithAnIdThatIsLogged) {
+  CapturedDefaultLog log;
+  const absl::Status store_error = absl::InternalError(
+      "SQLite file /var/lib/stip/registry.db: statement 'SELECT SUM(gross_revenue_fen) FROM "
+      "filings WHERE park_id = $1' failed: integer overflow");
+  const grpc::Status status = StatusToGrpc(store_error);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_THAT(status.error_message(), ::testing::StartsWith("internal error; error id "));
+  EXPECT_THAT(status.error_message(), ::testing::Not(HasSubstr("/var/lib")));
+  EXPECT_THAT(status.error_message(), ::testing::Not(HasSubstr("SELECT")));
+  EXPECT_TRUE(status.error_details().empty());
+  const std::string id = ErrorId(status.error_message());
+  ASSERT_FALSE(id.empty()) << status.error_message();
+  // One line, at level error, with the id and the whole detail.
+  const std::string text = log.Text();
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("\"error_id\":\"", id, "\"")));
+  EXPECT_THAT(text, HasSubstr("\"level\":\"error\""));
+  EXPECT_THAT(text, HasSubstr("/var/lib/stip/registry.db"));
+  EXPECT_THAT(text, HasSubstr("SELECT SUM(gross_revenue_fen)"));
+  // Each failure gets an id of its own.
+  EXPECT_NE(ErrorId(StatusToGrpc(store_error).error_message()), id);
+}
+
+TEST(StatusToGrpcTest, BrokerAndDatabaseAddressesAreNotShownToCallers) {
+  CapturedDefaultLog log;
+  const grpc::Status unavailable = StatusToGrpc(absl::UnavailableError(
+      "PostgreSQL stip@db.internal:5432/stip: cannot connect: connection refused"));
+  EXPECT_EQ(unavailable.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(unavailable.error_message(), ::testing::StartsWith("the service cannot complete"));
+  EXPECT_THAT(unavailable.error_message(), ::testing::Not(HasSubstr("db.internal")));
+  EXPECT_THAT(log.Text(), HasSubstr(ErrorId(unavailable.error_message())));
+  EXPECT_THAT(log.Text(), HasSubstr("stip@db.internal:5432/stip"));
+}
+
+TEST(StatusToGrpcTest, StoreErrorsKeepTheirCodeButNotTheirMessageWhateverTheCode) {
+  CapturedDefaultLog log;
+  // A read-only database file is FAILED_PRECONDITION, a unique violation ALREADY_EXISTS:
+  // codes our validation uses too, but these messages name the file and the statement.
+  const grpc::Status read_only = StatusToGrpc(SqliteStatus(SQLITE_READONLY, "/var/lib/stip/stip.db",
+                                                           "statement 'INSERT INTO filings'",
+                                                           "attempt to write a readonly database"));
+  EXPECT_EQ(read_only.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(read_only.error_message(), ::testing::Not(HasSubstr("/var/lib")));
+  EXPECT_FALSE(ErrorId(read_only.error_message()).empty()) << read_only.error_message();
+  EXPECT_THAT(log.Text(), HasSubstr(ErrorId(read_only.error_message())));
+
+  const grpc::Status marked = StatusToGrpc(WithInternalDetail(
+      absl::AlreadyExistsError("duplicate key value violates unique constraint \"parks_pkey\"")));
+  EXPECT_EQ(marked.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_THAT(marked.error_message(), ::testing::Not(HasSubstr("parks_pkey")));
+}
+
+TEST(StatusToGrpcTest, ValidationMessagesAndDetailsReachTheCallerUnchanged) {
+  CapturedDefaultLog log;
+  const absl::Status invalid =
+      InvalidArgumentWithViolations("the filing is not valid", {{"filing.uscc", "18 characters"}});
+  EXPECT_EQ(ForCaller(invalid), invalid);
+  const grpc::Status status = StatusToGrpc(invalid);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "the filing is not valid");
+  EXPECT_FALSE(status.error_details().empty());
+  EXPECT_EQ(
+      StatusToGrpc(absl::FailedPreconditionError("revision 1 is not newer than 2")).error_message(),
+      "revision 1 is not newer than 2");
+  EXPECT_EQ(log.Text(), "");
+}
+
+TEST_F(GrpcServerTest, AnUndecodableRequestIsInvalidArgumentNotInternal) {
+  // EvaluateFilingRequest { AnnualFiling filing = 1 { string uscc = 1 } } with uscc holding
+  // bytes that are not UTF-8, which protobuf refuses to parse in a proto3 string.
+  v1::EvaluateFilingRequest request;
+  request.mutable_filing()->set_uscc("AAAA");
+  std::string bytes = request.SerializeAsString();
+  bytes.replace(bytes.find("AAAA"), 4, "\xff\xfe\xc3\x28");
+  const double undecodable_before =
+      CounterValue("stip_grpc_server_undecodable_requests_total", {{"method", kEvaluateFiling}});
+  const double invalid_before =
+      CounterValue("stip_grpc_server_handled_total",
+                   {{"method", kEvaluateFiling}, {"code", "INVALID_ARGUMENT"}});
+  std::string response;
+  const grpc::Status status = GenericUnaryCall(channel_, kEvaluateFiling, bytes, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("cannot be decoded"));
+  // Counted, under the code the caller got.
+  EXPECT_EQ(
+      CounterValue("stip_grpc_server_undecodable_requests_total", {{"method", kEvaluateFiling}}),
+      undecodable_before + 1);
+  EXPECT_EQ(CounterValue("stip_grpc_server_handled_total",
+                         {{"method", kEvaluateFiling}, {"code", "INVALID_ARGUMENT"}}),
+            invalid_before + 1);
 }
 
 TEST(StatusToGrpcTest, FieldViolationsOfOtherStatusesAreEmpty) {
