@@ -74,7 +74,7 @@ absl::StatusOr<int> ParseByteSize(std::string_view text) {
   if (!absl::SimpleAtoi(AsAbsl(digits), &number) || number <= 0 || number > INT_MAX / unit) {
     return absl::InvalidArgumentError(
         absl::StrCat("\"", AsAbsl(text), "\" is not a size from 1 byte to 2GiB; write e.g. ",
-                     "4194304, 4MiB or 512KiB"));
+                     "1048576, 1MiB or 512KiB"));
   }
   return static_cast<int>(number * unit);
 }
@@ -222,6 +222,12 @@ std::string EnvNameForFlag(std::string_view flag) {
   return name;
 }
 
+CLI::Option* AddByteSizeSetting(CLI::App& app, const std::string& flag, int& value,
+                                const std::string& help) {
+  return AddParsedSetting<int>(app, flag, value, help, "BYTES", FormatByteSize(value),
+                               &ParseByteSize);
+}
+
 CLI::Option* AddDurationSetting(CLI::App& app, const std::string& flag, absl::Duration& value,
                                 const std::string& help, bool allow_infinite) {
   return AddParsedSetting<absl::Duration>(app, flag, value, help, "DURATION",
@@ -260,12 +266,15 @@ void ServiceFlags::Register(CLI::App& app) {
                      "Longest time from SIGTERM to exit; keep it below the pod's grace period");
   AddSetting(app, "--enable-reflection", grpc.enable_reflection,
              "Serve gRPC server reflection (grpc.reflection.v1alpha), for grpcurl");
-  AddParsedSetting<int>(app, "--grpc-max-message-bytes", grpc.limits.max_message_bytes,
-                        "Largest gRPC message received or sent (e.g. 4194304, 4MiB)", "BYTES",
-                        FormatByteSize(grpc.limits.max_message_bytes), &ParseByteSize);
+  AddByteSizeSetting(app, "--grpc-max-message-bytes", grpc.limits.max_message_bytes,
+                     "Largest gRPC message received or sent (e.g. 1048576, 1MiB)");
   AddSetting(app, "--grpc-max-concurrent-streams", grpc.limits.max_concurrent_streams,
              "Most concurrent gRPC calls on one connection")
       ->check(CLI::Range(1, 100000));
+  AddSetting(app, "--grpc-max-threads", grpc.max_threads,
+             "Most threads serving gRPC calls at once; a call beyond them gets "
+             "RESOURCE_EXHAUSTED (0: no cap)")
+      ->check(CLI::Range(0, 100000));
   AddDurationSetting(app, "--grpc-keepalive-time", grpc.limits.keepalive_time,
                      "Ping an idle gRPC connection this often");
   AddDurationSetting(app, "--grpc-keepalive-timeout", grpc.limits.keepalive_timeout,

@@ -57,7 +57,8 @@ struct ServiceFlags {
   // --events: the event log, kafka://host:port[,host:port] or sqlite:///path.
   std::string events_url = "sqlite:///var/lib/stip/stip.db";
   // --grpc-listen, --enable-reflection, and the limits (--grpc-max-message-bytes,
-  // --grpc-max-concurrent-streams, --grpc-keepalive-time, --grpc-keepalive-timeout,
+  // --grpc-max-concurrent-streams, --grpc-max-threads, --grpc-keepalive-time,
+  // --grpc-keepalive-timeout,
   // --grpc-max-connection-idle, --grpc-max-connection-age, --default-rpc-deadline).
   GrpcServerOptions grpc;
   // --admin-listen: the metrics endpoint (/metrics). Loopback unless the operator opens it.
@@ -93,6 +94,10 @@ CLI::Option* AddSetting(CLI::App& app, const std::string& flag, T& value, const 
   }
   return option->envname(EnvNameForFlag(flag));
 }
+
+// A size setting in bytes: "1048576", "1MiB", "512KiB"; from 1 byte to 2 GiB.
+CLI::Option* AddByteSizeSetting(CLI::App& app, const std::string& flag, int& value,
+                                const std::string& help);
 
 // A duration setting: "250ms", "10s", "2m", "1h30m" (absl::ParseDuration); positive, or
 // also "inf" when `allow_infinite`.

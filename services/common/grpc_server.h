@@ -38,9 +38,13 @@ namespace stip {
 // Limits shared by servers and the channels that call them. The defaults are the flags'.
 struct GrpcLimits {
   // Largest message received or sent, in bytes. A larger request fails with
-  // RESOURCE_EXHAUSTED before it reaches the service.
-  int max_message_bytes = 4 * 1024 * 1024;
-  // Server: concurrent calls on one HTTP/2 connection.
+  // RESOURCE_EXHAUSTED before it reaches the service. 1 MiB: a filing with the most projects
+  // the validator takes is far below it, and a pod's memory holds many calls at once.
+  int max_message_bytes = 1024 * 1024;
+  // Server: concurrent calls on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS). It
+  // bounds the calls one connection holds open, not how fast a client opens and resets them
+  // (HTTP/2 rapid reset): gRPC 1.51 has no limit on that, which is why the services belong
+  // behind a proxy with its own stream limits (README, "Fronting the services").
   int max_concurrent_streams = 100;
   // Largest header block (metadata) accepted, in bytes; gRPC's default. Error details are
   // kept within it by StatusToGrpc.
@@ -69,9 +73,13 @@ struct GrpcServerOptions {
   GrpcLimits limits;
   // Serves grpc.reflection.v1alpha.ServerReflection (what grpcurl uses), on this server only.
   bool enable_reflection = false;
-  // Threads the synchronous server may use for calls; 0 leaves gRPC's default. Calls beyond
-  // it fail with RESOURCE_EXHAUSTED rather than exhausting the process.
-  int max_threads = 0;
+  // Threads the synchronous server may use for calls (a grpc::ResourceQuota on the server),
+  // so that slow or hostile callers cannot grow the process's threads without bound: a call
+  // arriving when every one is busy fails at once with RESOURCE_EXHAUSTED ("Server
+  // Threadpool Exhausted"), which clients retry with backoff. Callback-API calls (the Watch
+  // streams, health) do not take these threads; they have limits of their own. 0: no cap
+  // (gRPC's default, one thread per concurrent call).
+  int max_threads = 128;
   // Service names reported by the health service besides "" (the whole server, which is what
   // Kubernetes' gRPC probes ask by default), e.g. "stip.v1.IntakeService".
   std::vector<std::string> health_service_names;
@@ -140,6 +148,11 @@ class GrpcServer {
 // When `health` is given the health service follows it (SERVING while it is); otherwise
 // the server is SERVING until Shutdown. kUnavailable, naming the address, when it cannot
 // listen.
+// Compressed requests are refused: gRPC 1.51 inflates a compressed message whole before
+// checking its size, so a small gzip request could take hundreds of MiB. The server accepts
+// only the identity encoding (grpc-accept-encoding tells clients so); a request sent with
+// grpc-encoding gzip or deflate fails with UNIMPLEMENTED ("Compression algorithm 'gzip' is
+// disabled.") before its message is read. Responses are never compressed.
 absl::StatusOr<std::unique_ptr<GrpcServer>> StartGrpcServer(
     const GrpcServerOptions& options, const std::vector<grpc::Service*>& services,
     HealthReporter* health = nullptr);

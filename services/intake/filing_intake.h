@@ -150,12 +150,16 @@ void CountRefused(const std::vector<v1::FilingViolation>& violations);
 
 struct FilingIntakeOptions {
   std::string filings_topic = std::string(kFilingsTopic);
-  // The idempotency cache: requests are remembered for `request_ttl` or until
-  // `max_requests` newer ones pushed them out, whichever comes first. An entry holds the
-  // receipt and its keys: about 1.1 KiB measured, so 100,000 entries take about 110 MiB
-  // (tests/programs/intake_bulk_main.cc).
+  // The idempotency cache: requests are remembered for `request_ttl` or until newer ones
+  // pushed them out, when there are `max_requests` or they take more than `max_bytes`,
+  // whichever comes first. An entry holds the receipt and its keys: about 1.1 KiB measured
+  // for the usual ids, so 100,000 entries take about 110 MiB
+  // (tests/programs/intake_bulk_main.cc); long request_ids take more, and the byte bound
+  // holds whatever they are. Requests still in flight are never forgotten (a retry must find
+  // them); there are at most as many as calls in progress.
   absl::Duration request_ttl = absl::Hours(24);
   size_t max_requests = 100000;
+  size_t max_bytes = 128 * 1024 * 1024;
 };
 
 struct Submission {

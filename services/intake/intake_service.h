@@ -7,12 +7,23 @@
 // submits them in batches of at most `stream_window` and writes the responses: at most
 // twice `stream_window` requests are held per stream (the batch in hand and the next one
 // read ahead), so a stream of any length takes bounded memory, and a client that sends
-// faster than intake files is held back by HTTP/2 flow control. Measured with
+// faster than intake files is held back by HTTP/2 flow control. A client that stops reading
+// its responses is cut off: when a response has waited `write_timeout` to be taken, the
+// stream is cancelled (one watchdog thread per service checks every stream's writes). The
+// filings answered by the responses it did not read may have been accepted; sending them
+// again with the same request_ids returns their receipts (idempotency), files nothing twice.
+//
+// Responses always fit in `max_response_bytes` (the server's message limit): a refusal with
+// more violations than fit keeps its first ones and a last one (reason MORE_VIOLATIONS)
+// saying how many were left out, so that no response can fail the stream after filings of
+// its batch were accepted. Measured with
 // tests/programs/intake_bulk_main.cc: 100,000 filings in one stream, resident memory flat
 // at about 45 MiB from the 20,000th on, with the idempotency cache held to 1,000 entries.
 #pragma once
 
 #include <cstddef>
+#include <memory>
+#include <string_view>
 
 #include "absl/time/time.h"
 #include "grpcpp/server_context.h"
@@ -28,13 +39,28 @@ struct IntakeServiceOptions {
   absl::Duration default_deadline = absl::Seconds(30);
   // SubmitFilings: requests read ahead per stream, and the largest batch published at once.
   size_t stream_window = 256;
+  // SubmitFilings: a stream whose response has not been taken by the client for this long
+  // is cancelled.
+  absl::Duration write_timeout = absl::Seconds(30);
+  // SubmitFilings: the largest response (the server's --grpc-max-message-bytes).
+  size_t max_response_bytes = 1024 * 1024;
 };
+
+// Reason of the last violation of a response cut to fit the message limit.
+inline constexpr std::string_view kMoreViolationsReason = "MORE_VIOLATIONS";
+
+// Cuts `response` to at most `max_bytes` serialized: the error message to 1 KiB, then its
+// last violations (replaced by one saying how many were left out), then the receipt's
+// warnings and its copy of the request_id. Unchanged when it fits.
+void FitResponse(size_t max_bytes, v1::SubmitFilingsResponse* response);
 
 class IntakeServiceImpl final : public v1::IntakeService::Service {
  public:
   // `intake` outlives the service.
-  IntakeServiceImpl(FilingIntake* intake, IntakeServiceOptions options)
-      : intake_(intake), options_(options) {}
+  IntakeServiceImpl(FilingIntake* intake, IntakeServiceOptions options);
+  ~IntakeServiceImpl() override;
+  IntakeServiceImpl(const IntakeServiceImpl&) = delete;
+  IntakeServiceImpl& operator=(const IntakeServiceImpl&) = delete;
 
   // Idempotent by request_id. OK only once the accepted filing is durable in the event log.
   grpc::Status SubmitFiling(grpc::ServerContext* context, const v1::SubmitFilingRequest* request,
@@ -50,8 +76,10 @@ class IntakeServiceImpl final : public v1::IntakeService::Service {
                               v1::ValidateFilingResponse* response) override;
 
  private:
+  class WriteWatchdog;
   FilingIntake* const intake_;
   const IntakeServiceOptions options_;
+  std::unique_ptr<WriteWatchdog> watchdog_;
 };
 
 }  // namespace stip::intake

@@ -83,6 +83,14 @@ int main(int argc, char** argv) {
   absl::Duration request_ttl = absl::Hours(24);
   stip::AddDurationSetting(app, "--idempotency-ttl", request_ttl,
                            "How long a request is remembered for retries");
+  int max_request_bytes = 128 * 1024 * 1024;
+  stip::AddByteSizeSetting(app, "--idempotency-max-bytes", max_request_bytes,
+                           "Memory the requests remembered for retries may take, at most (e.g. "
+                           "128MiB); the oldest are forgotten first");
+  absl::Duration write_timeout = absl::Seconds(30);
+  stip::AddDurationSetting(app, "--stream-write-timeout", write_timeout,
+                           "SubmitFilings: cancel a stream whose client has not read a response "
+                           "for this long");
   stip::ParseCommandLineOrExit(app, argc, argv);
   stip::InitLogging(kName, flags.log_level, flags.log_format);
   stip::ConfigureAbseilForServing();
@@ -118,7 +126,8 @@ int main(int argc, char** argv) {
   stip::intake::FilingIntake intake(&registry, publisher->get(),
                                     {.filings_topic = topics.accepted,
                                      .request_ttl = request_ttl,
-                                     .max_requests = static_cast<size_t>(max_requests)});
+                                     .max_requests = static_cast<size_t>(max_requests),
+                                     .max_bytes = static_cast<size_t>(max_request_bytes)});
   // The handler outlives the processor that calls it.
   stip::intake::InboundFilingHandler handler(&registry, topics);
   std::unique_ptr<stip::ExactlyOnceProcessor> processor;
@@ -137,7 +146,9 @@ int main(int argc, char** argv) {
   auto metrics = stip::MetricsServer::Start(flags.admin_listen);
   if (!metrics.ok()) return stip::StartupFailure(kName, 1, metrics.status().ToString());
   stip::intake::IntakeServiceImpl service(
-      &intake, {.default_deadline = flags.grpc.limits.default_rpc_deadline});
+      &intake, {.default_deadline = flags.grpc.limits.default_rpc_deadline,
+                .write_timeout = write_timeout,
+                .max_response_bytes = static_cast<size_t>(flags.grpc.limits.max_message_bytes)});
   auto server = stip::StartGrpcServer(flags.grpc, {&service}, &health);
   if (!server.ok()) return stip::StartupFailure(kName, 1, server.status().ToString());
   std::optional<stip::ProcessorThread> stream;

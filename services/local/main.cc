@@ -211,7 +211,8 @@ int main(int argc, char** argv) {
   auto inbound = (*log)->NewProcessor(inbound_options, &inbound_handler);
   if (!inbound.ok()) return stip::StartupFailure(kName, 1, inbound.status().ToString());
   stip::intake::IntakeServiceImpl intake_service(
-      &intake, {.default_deadline = flags.grpc.limits.default_rpc_deadline});
+      &intake, {.default_deadline = flags.grpc.limits.default_rpc_deadline,
+                .max_response_bytes = static_cast<size_t>(flags.grpc.limits.max_message_bytes)});
 
   auto metrics = stip::MetricsServer::Start(flags.admin_listen);
   if (!metrics.ok()) return stip::StartupFailure(kName, 1, metrics.status().ToString());

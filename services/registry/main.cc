@@ -78,6 +78,21 @@ int main(int argc, char** argv) {
                            service_options.slow_subscriber_timeout,
                            "Watch streams: a subscriber that has not taken a message for this "
                            "long is cut off (RESOURCE_EXHAUSTED) and may resume from its cursor");
+  stip::AddSetting(app, "--watch-max-streams", service_options.max_subscribers,
+                   "Watch streams open at once; more are refused (RESOURCE_EXHAUSTED)")
+      ->check(CLI::Range(1, 100000));
+  stip::AddSetting(app, "--watch-max-streams-per-client",
+                   service_options.max_subscribers_per_client,
+                   "Watch streams one client address may have open at once (behind a proxy "
+                   "every client has the proxy's address: raise it to --watch-max-streams)")
+      ->check(CLI::Range(1, 100000));
+  stip::AddDurationSetting(app, "--max-decision-wait", service_options.max_decision_wait,
+                           "The longest one WaitForDecision call waits, whatever its deadline; "
+                           "it then answers DEADLINE_EXCEEDED and the client calls again");
+  stip::AddSetting(app, "--max-waiting-decision-calls", service_options.max_waiting_calls,
+                   "WaitForDecision calls waiting at once (each holds a gRPC thread; keep it "
+                   "below --grpc-max-threads); more are refused (RESOURCE_EXHAUSTED)")
+      ->check(CLI::Range(1, 100000));
   absl::Duration feed_retention = absl::Hours(24 * 30);
   stip::AddDurationSetting(app, "--feed-retention", feed_retention,
                            "How far back a Watch cursor may resume; older cursors get "

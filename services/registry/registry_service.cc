@@ -230,6 +230,19 @@ absl::Status WithPageTokenField(absl::Status status, const std::string& token) {
 
 grpc::Status Fail(const absl::Status& status) { return StatusToGrpc(status); }
 
+// The caller's network address without its port ("ipv4:10.1.2.3:50123" -> "ipv4:10.1.2.3",
+// "ipv6:[::1]:50123" -> "ipv6:[::1]"): one client's connections share it.
+std::string ClientAddress(const grpc::ServerContextBase& context) {
+  std::string peer = context.peer();
+  const size_t colon = peer.rfind(':');
+  const size_t scheme = peer.find(':');
+  if (colon != std::string::npos && colon != scheme && colon + 1 < peer.size() &&
+      peer.find_first_not_of("0123456789", colon + 1) == std::string::npos) {
+    peer.resize(colon);
+  }
+  return peer;
+}
+
 // ---- Cursors ---------------------------------------------------------------------------
 
 std::string Cursor(char prefix, int64_t seq) {
@@ -374,24 +387,18 @@ class WatchStream final : public grpc::ServerWriteReactor<typename Feed::Respons
 
   // Validates `request` and starts the subscriber thread; a refused call is finished at once.
   static grpc::ServerWriteReactor<Response>* Start(RegistryServiceImpl* service,
+                                                   const grpc::CallbackServerContext& context,
                                                    const typename Feed::Request& request) {
     absl::StatusOr<std::optional<int64_t>> start_after = ValidateWatch<Feed>(request);
     if (!start_after.ok()) return new FinishedReactor<Response>(Fail(start_after.status()));
-    if (service->stopped()) {
-      return new FinishedReactor<Response>(
-          grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
-    }
-    if (!service->AdmitSubscriber()) {
-      return new FinishedReactor<Response>(
-          grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                       absl::StrCat("too many watch streams are open (at most ",
-                                    service->options_.max_subscribers,
-                                    ", or the server is shutting down); retry later")));
+    std::string client = ClientAddress(context);
+    if (grpc::Status admitted = service->AdmitSubscriber(client); !admitted.ok()) {
+      return new FinishedReactor<Response>(std::move(admitted));
     }
     auto* stream = new WatchStream(service, Feed::MakeFilter(request), *start_after);
-    std::thread([stream, service] {
+    std::thread([stream, service, client = std::move(client)] {
       stream->Run();  // `stream` may be deleted from here on
-      service->SubscriberThreadEnded();
+      service->SubscriberThreadEnded(client);
     }).detach();
     return stream;
   }
@@ -566,28 +573,48 @@ void RegistryServiceImpl::Stop() {
   notifier_->WakeAll();
 }
 
-bool RegistryServiceImpl::AdmitSubscriber() {
+grpc::Status RegistryServiceImpl::AdmitSubscriber(const std::string& client) {
   absl::MutexLock lock(&threads_mu_);
-  if (stopped() || threads_ >= options_.max_subscribers) return false;
+  if (stopped()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
+  if (threads_ >= options_.max_subscribers) {
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("too many watch streams are open (at most ", options_.max_subscribers,
+                     " on this server); retry later with your last cursor"));
+  }
+  int& of_client = threads_by_client_[client];
+  if (of_client >= options_.max_subscribers_per_client) {
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat(
+            "this client (", client, ") already has ", of_client,
+            " watch streams open, the most one client may have; close one, or resume it from "
+            "its last cursor, before opening another"));
+  }
+  ++of_client;
   ++threads_;
   active_subscribers_.fetch_add(1);
-  return true;
+  return grpc::Status::OK;
 }
 
-void RegistryServiceImpl::SubscriberThreadEnded() {
+void RegistryServiceImpl::SubscriberThreadEnded(const std::string& client) {
   absl::MutexLock lock(&threads_mu_);
+  if (auto it = threads_by_client_.find(client);
+      it != threads_by_client_.end() && --it->second <= 0) {
+    threads_by_client_.erase(it);
+  }
   --threads_;
   active_subscribers_.fetch_sub(1);
 }
 
 grpc::ServerWriteReactor<v1::WatchDecisionsResponse>* RegistryServiceImpl::WatchDecisions(
-    grpc::CallbackServerContext* /*context*/, const v1::WatchDecisionsRequest* request) {
-  return WatchStream<DecisionFeed>::Start(this, *request);
+    grpc::CallbackServerContext* context, const v1::WatchDecisionsRequest* request) {
+  return WatchStream<DecisionFeed>::Start(this, *context, *request);
 }
 
 grpc::ServerWriteReactor<v1::WatchListingsResponse>* RegistryServiceImpl::WatchListings(
-    grpc::CallbackServerContext* /*context*/, const v1::WatchListingsRequest* request) {
-  return WatchStream<ListingFeed>::Start(this, *request);
+    grpc::CallbackServerContext* context, const v1::WatchListingsRequest* request) {
+  return WatchStream<ListingFeed>::Start(this, *context, *request);
 }
 
 grpc::Status RegistryServiceImpl::RegisterPark(grpc::ServerContext* /*context*/,
@@ -812,8 +839,24 @@ grpc::Status RegistryServiceImpl::WaitForDecision(grpc::ServerContext* context,
   std::vector<FieldViolation> violations;
   CheckFilingId("filing_id", request->filing_id(), &violations);
   if (!violations.empty()) return Fail(Invalid("the decision cannot be waited for", violations));
-  // No deadline from the caller: wait_max_without_deadline.
-  const absl::Time deadline = EffectiveDeadline(*context, options_.wait_max_without_deadline);
+  // Each waiting call holds one of the server's threads: a few may wait, not all.
+  if (waiting_calls_.fetch_add(1) >= options_.max_waiting_calls) {
+    waiting_calls_.fetch_sub(1);
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("too many calls are waiting for decisions (at most ",
+                     options_.max_waiting_calls,
+                     " at once); retry later, or follow WatchDecisions to wait for many"));
+  }
+  struct Release {
+    std::atomic<int>& count;
+    ~Release() { count.fetch_sub(1); }
+  } release{waiting_calls_};
+  // The caller's deadline, cut to max_decision_wait: a call never holds its thread longer.
+  const absl::Time asked = EffectiveDeadline(*context, absl::InfiniteDuration());
+  const absl::Time cap = absl::Now() + options_.max_decision_wait;
+  const absl::Time deadline = std::min(asked, cap);
+  const bool cut = asked > cap;
   const absl::Duration poll = std::max(options_.wait_poll_interval, absl::Milliseconds(1));
   // A sync handler is not woken by cancellation: slices keep it prompt.
   constexpr absl::Duration kCancelCheck = absl::Milliseconds(200);
@@ -842,9 +885,12 @@ grpc::Status RegistryServiceImpl::WaitForDecision(grpc::ServerContext* context,
     if (absl::Now() >= deadline) {
       return grpc::Status(
           grpc::StatusCode::DEADLINE_EXCEEDED,
-          absl::StrCat("no decision for filing ", request->filing_id(),
-                       " was applied before the deadline; call again to keep waiting, or "
-                       "follow WatchDecisions"));
+          absl::StrCat(
+              "no decision for filing ", request->filing_id(), " was applied ",
+              cut ? absl::StrCat("within ", absl::FormatDuration(options_.max_decision_wait),
+                                 ", the longest one call waits")
+                  : std::string("before the deadline"),
+              "; call again to keep waiting, or follow WatchDecisions"));
     }
     notifier_->Wait(version, std::min({deadline, next_read, absl::Now() + kCancelCheck}));
   }

@@ -3,10 +3,11 @@
 // violations naming the field and the rule), unknown ids are NOT_FOUND naming the id, and
 // every store status is translated with StatusToGrpc.
 //
-// Unary calls, WaitForDecision: synchronous handlers on gRPC's threads, any number at once;
-// each blocks on the store (bounded by the caller's deadline, or default_deadline).
-// WaitForDecision blocks on the ChangeNotifier too, at most until the caller's deadline or
-// wait_max_without_deadline.
+// Unary calls, WaitForDecision: synchronous handlers on gRPC's threads (at most the server's
+// max_threads at once); each blocks on the store (bounded by the caller's deadline, or
+// default_deadline). WaitForDecision blocks on the ChangeNotifier too, at most
+// max_decision_wait whatever the caller's deadline, and at most max_waiting_calls of them
+// wait at once, so that waiting callers never take every thread from the other calls.
 //
 // The Watch streams (WatchDecisions, WatchListings) use gRPC's callback API
 // (ServerWriteReactor), each with one thread of its own (the "subscriber thread"):
@@ -49,8 +50,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/server_context.h"
@@ -77,11 +80,21 @@ struct RegistryServiceOptions {
   absl::Duration slow_subscriber_timeout = absl::Seconds(10);
   // Watch streams open at once (both kinds together); more are RESOURCE_EXHAUSTED.
   int max_subscribers = 256;
+  // Watch streams one client may have open at once, so that one client cannot take every
+  // slot; more are RESOURCE_EXHAUSTED naming the limit. A client is its network address
+  // (without the port) until callers have identities: behind a proxy every client has the
+  // proxy's address, so there raise it to max_subscribers and let the proxy limit clients.
+  int max_subscribers_per_client = 16;
   // WaitForDecision: the store is read again this often even without a notification, in
   // case one is missed (e.g. a decision applied by another instance).
   absl::Duration wait_poll_interval = absl::Seconds(1);
-  // WaitForDecision: how long it waits for a caller that set no deadline.
-  absl::Duration wait_max_without_deadline = absl::Seconds(60);
+  // WaitForDecision: the longest one call waits, for a caller that set no deadline or a
+  // later one (24 h deadlines held a thread each for a day). It then answers
+  // DEADLINE_EXCEEDED saying to call again, which clients do until their own deadline.
+  absl::Duration max_decision_wait = absl::Seconds(60);
+  // WaitForDecision calls waiting at once; more are RESOURCE_EXHAUSTED (retry later, or
+  // follow WatchDecisions). Below the server's max_threads, which the other calls need too.
+  int max_waiting_calls = 64;
 };
 
 class RegistryServiceImpl final
@@ -138,8 +151,9 @@ class RegistryServiceImpl final
   grpc::Status GetRegionalStatistics(grpc::ServerContext* context,
                                      const v1::GetRegionalStatisticsRequest* request,
                                      v1::GetRegionalStatisticsResponse* response) override;
-  // DEADLINE_EXCEEDED at the caller's deadline (or after wait_max_without_deadline), naming
-  // the filing; CANCELLED when the caller cancels.
+  // DEADLINE_EXCEEDED at the caller's deadline or after max_decision_wait, whichever comes
+  // first, naming the filing and saying to call again; CANCELLED when the caller cancels;
+  // RESOURCE_EXHAUSTED beyond max_waiting_calls.
   grpc::Status WaitForDecision(grpc::ServerContext* context,
                                const v1::WaitForDecisionRequest* request,
                                v1::WaitForDecisionResponse* response) override;
@@ -153,9 +167,11 @@ class RegistryServiceImpl final
   template <typename Feed>
   friend class WatchStream;
 
-  // Counts a new subscriber thread unless stopped or at max_subscribers.
-  bool AdmitSubscriber();
-  void SubscriberThreadEnded();
+  // Counts a new subscriber thread of `client` (its address) unless stopped or at
+  // max_subscribers or max_subscribers_per_client; otherwise the refusal, RESOURCE_EXHAUSTED
+  // or UNAVAILABLE.
+  grpc::Status AdmitSubscriber(const std::string& client);
+  void SubscriberThreadEnded(const std::string& client);
   bool stopped() const { return stopped_.load(); }
 
   RegistryStore* const store_;
@@ -168,6 +184,10 @@ class RegistryServiceImpl final
   // Subscriber threads still running (the destructor waits for 0).
   absl::Mutex threads_mu_;
   int threads_ ABSL_GUARDED_BY(threads_mu_) = 0;
+  // Subscriber threads by client address (entries removed at 0).
+  absl::flat_hash_map<std::string, int> threads_by_client_ ABSL_GUARDED_BY(threads_mu_);
+  // WaitForDecision calls waiting now.
+  std::atomic<int> waiting_calls_{0};
 };
 
 }  // namespace stip::registry

@@ -39,8 +39,9 @@ TEST(ConfigTest, DefaultsWhenNothingIsGiven) {
   EXPECT_EQ(flags.log_format, LogFormat::kJson);
   EXPECT_EQ(flags.shutdown_timeout, absl::Seconds(20));
   EXPECT_FALSE(flags.grpc.enable_reflection);
-  EXPECT_EQ(flags.grpc.limits.max_message_bytes, 4 * 1024 * 1024);
+  EXPECT_EQ(flags.grpc.limits.max_message_bytes, 1024 * 1024);
   EXPECT_EQ(flags.grpc.limits.max_concurrent_streams, 100);
+  EXPECT_EQ(flags.grpc.max_threads, 128);
   EXPECT_EQ(parsed.registry, "localhost:50053");
 }
 
@@ -55,6 +56,7 @@ TEST(ConfigTest, FlagsSetEveryValue) {
                  "--enable-reflection",
                  "--grpc-max-message-bytes", "1MiB",
                  "--grpc-max-concurrent-streams", "7",
+                 "--grpc-max-threads", "9",
                  "--grpc-keepalive-time", "1m",
                  "--grpc-keepalive-timeout", "5s",
                  "--grpc-max-connection-idle", "inf",
@@ -74,6 +76,7 @@ TEST(ConfigTest, FlagsSetEveryValue) {
   EXPECT_TRUE(flags.grpc.enable_reflection);
   EXPECT_EQ(flags.grpc.limits.max_message_bytes, 1 << 20);
   EXPECT_EQ(flags.grpc.limits.max_concurrent_streams, 7);
+  EXPECT_EQ(flags.grpc.max_threads, 9);
   EXPECT_EQ(flags.grpc.limits.keepalive_time, absl::Minutes(1));
   EXPECT_EQ(flags.grpc.limits.keepalive_timeout, absl::Seconds(5));
   EXPECT_EQ(flags.grpc.limits.max_connection_idle, absl::InfiniteDuration());

@@ -23,6 +23,9 @@
 #include "google/rpc/status.pb.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
 #include "grpcpp/support/error_details.h"
 #include "gtest/gtest.h"
 #include "prometheus/metric_family.h"
@@ -187,6 +190,25 @@ double CounterValue(const std::string& name, const std::string& label, const std
   return -1;
 }
 
+// Calls of `method` ("/stip.v1.IntakeService/SubmitFilings") the server finished with `code`
+// ("CANCELLED"), from stip_grpc_server_handled_total; 0 when there is none.
+double HandledCalls(const std::string& method, const std::string& code) {
+  for (const prometheus::MetricFamily& family : MetricsRegistry().Collect()) {
+    if (family.name != "stip_grpc_server_handled_total") continue;
+    for (const prometheus::ClientMetric& metric : family.metric) {
+      int matched = 0;
+      for (const prometheus::ClientMetric::Label& pair : metric.label) {
+        if ((pair.name == "method" && pair.value == method) ||
+            (pair.name == "code" && pair.value == code)) {
+          ++matched;
+        }
+      }
+      if (matched == 2) return metric.counter.value;
+    }
+  }
+  return 0;
+}
+
 class IntakeServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -207,12 +229,12 @@ class IntakeServiceTest : public ::testing::Test {
   }
 
   // (Re)starts intake with a fresh idempotency cache, as after a restart.
-  void StartIntake(FilingIntakeOptions options = {}) {
+  void StartIntake(FilingIntakeOptions options = {}, IntakeServiceOptions service_options = {}) {
     if (server_ != nullptr) server_->Shutdown(absl::Now());
     server_.reset();
     service_.reset();
     intake_ = std::make_unique<FilingIntake>(registry_.get(), publisher_.get(), options);
-    service_ = std::make_unique<IntakeServiceImpl>(intake_.get(), IntakeServiceOptions{});
+    service_ = std::make_unique<IntakeServiceImpl>(intake_.get(), service_options);
     auto server = StartGrpcServer(LocalServer(), {service_.get()});
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -726,6 +748,43 @@ TEST_F(IntakeServiceTest, InboundEventWithABadCeIdIsRejectedOnceNotRetried) {
   v1::AcceptedFiling accepted;
   ASSERT_TRUE(accepted.ParseFromString(output.emitted[1].value));
   EXPECT_EQ(accepted.request_id(), "upstream-24");
+}
+
+TEST_F(IntakeServiceTest, BulkStreamWhoseClientStopsReadingIsCutOff) {
+  StartIntake({}, {.write_timeout = absl::Seconds(1)});
+  const std::string method = "/stip.v1.IntakeService/SubmitFilings";
+  const double cancelled_before = HandledCalls(method, "CANCELLED");
+  // A connection whose flow-control window stays at its initial 64 KiB (no BDP probing).
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto stub = v1::IntakeService::NewStub(grpc::CreateCustomChannel(
+      absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+  auto stream = stub->SubmitFilings(&context);
+  // Small requests, each refused with a response of several violations: 400 of them are far
+  // more than the window holds.
+  constexpr int kRequests = 400;
+  for (int i = 0; i < kRequests; ++i) {
+    v1::SubmitFilingsRequest request;
+    request.set_request_id(absl::StrCat("unread-", i));
+    request.mutable_filing()->set_revision(1);
+    ASSERT_TRUE(stream->Write(request));
+  }
+  stream->WritesDone();
+  // The client reads nothing until the server has given up on it (or a generous bound).
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (HandledCalls(method, "CANCELLED") <= cancelled_before && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_GT(HandledCalls(method, "CANCELLED"), cancelled_before)
+      << "the handler still waits for a client that does not read";
+  int read = 0;
+  v1::SubmitFilingsResponse response;
+  while (stream->Read(&response)) ++read;
+  EXPECT_LT(read, kRequests);
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
 }  // namespace

@@ -44,11 +44,8 @@ DecisionTally WaitForDecisions(Clients& clients, const std::vector<std::string>&
   ParallelFor(
       filing_ids.size(), 16,
       [&](size_t i) {
-        v1::WaitForDecisionRequest request;
-        request.set_filing_id(filing_ids[i]);
         v1::WaitForDecisionResponse response;
-        const grpc::Status status =
-            registry.WaitForDecision(Clients::ContextFor(timeout).get(), request, &response);
+        const grpc::Status status = WaitForDecision(registry, filing_ids[i], timeout, &response);
         absl::MutexLock lock(&mu);
         if (status.ok()) {
           ++tally.by_outcome[EnumName(v1::DecisionOutcome_descriptor(),

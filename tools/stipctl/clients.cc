@@ -12,7 +12,7 @@ namespace stip::ctl {
 std::shared_ptr<grpc::Channel> Clients::ChannelTo(const std::string& address) {
   auto it = channels_.find(address);
   if (it != channels_.end()) return it->second;
-  // The services' own limits: a 4 MiB message either way, keepalive pings on idle Watch
+  // The services' own limits: a 1 MiB message either way, keepalive pings on idle Watch
   // streams so that a dead connection is noticed.
   std::shared_ptr<grpc::Channel> channel = MakeChannel(address, GrpcLimits{});
   channels_.emplace(address, channel);
@@ -42,6 +42,22 @@ std::unique_ptr<grpc::ClientContext> Clients::ContextFor(absl::Duration timeout)
   auto context = std::make_unique<grpc::ClientContext>();
   context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   return context;
+}
+
+grpc::Status WaitForDecision(v1::RegistryService::Stub& registry, const std::string& filing_id,
+                             absl::Duration timeout, v1::WaitForDecisionResponse* response) {
+  const absl::Time deadline = absl::Now() + timeout;
+  v1::WaitForDecisionRequest request;
+  request.set_filing_id(filing_id);
+  while (true) {
+    grpc::Status status = registry.WaitForDecision(
+        Clients::ContextFor(deadline - absl::Now()).get(), request, response);
+    // The server's own limit, before ours: call again.
+    if (status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED ||
+        absl::Now() + absl::Seconds(1) >= deadline) {
+      return status;
+    }
+  }
 }
 
 std::string CodeName(grpc::StatusCode code) {

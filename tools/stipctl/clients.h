@@ -70,6 +70,12 @@ class Clients {
   std::unique_ptr<v1::RegistryService::Stub> registry_;
 };
 
+// Waits up to `timeout` for the decision on `filing_id`. The registry answers one
+// WaitForDecision call after a minute at most (DEADLINE_EXCEEDED, "call again"), so this calls
+// again until `timeout` has passed.
+grpc::Status WaitForDecision(v1::RegistryService::Stub& registry, const std::string& filing_id,
+                             absl::Duration timeout, v1::WaitForDecisionResponse* response);
+
 // "UNAVAILABLE" for grpc::StatusCode::UNAVAILABLE.
 std::string CodeName(grpc::StatusCode code);
 

@@ -161,11 +161,9 @@ int RunSubmit(Clients& clients, const SubmitArgs& args) {
   }
   std::cerr << "accepted as " << response.receipt().filing_id()
             << "; waiting for the decision...\n";
-  v1::WaitForDecisionRequest wait_request;
-  wait_request.set_filing_id(response.receipt().filing_id());
   v1::WaitForDecisionResponse decision;
-  status = clients.Registry().WaitForDecision(Clients::ContextFor(wait_timeout).get(), wait_request,
-                                              &decision);
+  status =
+      WaitForDecision(clients.Registry(), response.receipt().filing_id(), wait_timeout, &decision);
   if (!status.ok()) {
     return ReportRpcError(status, clients.options().RegistryAddress(), wait_timeout);
   }

@@ -106,6 +106,12 @@ spec:
               value: "{{ $v.shutdownTimeoutSeconds }}s"
             - name: STIP_PARTITIONS
               value: {{ $v.kafka.topics.partitions | quote }}
+            - name: STIP_GRPC_MAX_MESSAGE_BYTES
+              value: {{ $v.grpc.maxMessageBytes | int64 | quote }}
+            - name: STIP_GRPC_MAX_CONCURRENT_STREAMS
+              value: {{ $v.grpc.maxConcurrentStreams | int64 | quote }}
+            - name: STIP_GRPC_MAX_THREADS
+              value: {{ $v.grpc.maxThreads | int64 | quote }}
             {{- if $v.tls.enabled }}
             - name: STIP_TLS_CERT_FILE
               value: /etc/stip/tls/{{ $v.tls.certKey }}
