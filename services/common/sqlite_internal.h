@@ -126,6 +126,8 @@ class SharedFile {
 
   const std::string& path() const { return path_; }
   absl::Duration busy_timeout() const { return busy_timeout_; }
+  // EventLogOptions::max_event_bytes of the first opener of the file in this process.
+  size_t max_event_bytes() const { return max_event_bytes_; }
 
   // A new connection to the file, set up as every connection of this backend is.
   absl::StatusOr<std::unique_ptr<SqliteDb>> Connect() const;
@@ -194,14 +196,15 @@ class SharedFile {
     absl::Status status;
   };
 
-  SharedFile(std::string path, absl::Duration busy_timeout)
-      : path_(std::move(path)), busy_timeout_(busy_timeout) {}
+  SharedFile(std::string path, absl::Duration busy_timeout, size_t max_event_bytes)
+      : path_(std::move(path)), busy_timeout_(busy_timeout), max_event_bytes_(max_event_bytes) {}
 
   // The leader's work: one transaction for every request of `group`.
   void WriteGroup(const std::vector<PublishRequest*>& group);
 
   const std::string path_;
   const absl::Duration busy_timeout_;
+  const size_t max_event_bytes_;
 
   // std:: rather than absl:: synchronization: ThreadSanitizer sees through it (Debian's
   // Abseil is not built for it), and the tests run under it.

@@ -181,7 +181,7 @@ absl::StatusOr<std::shared_ptr<SharedFile>> SharedFile::Get(const std::string& p
   std::lock_guard<std::mutex> lock(FilesMutex());
   if (auto existing = Files()[key].lock()) return existing;
 
-  std::shared_ptr<SharedFile> file(new SharedFile(path, options.publish_timeout));
+  std::shared_ptr<SharedFile> file(new SharedFile(path, options.publish_timeout, options.max_event_bytes));
   STIP_ASSIGN_OR_RETURN(file->db_, file->Connect());
   SqliteDb& db = *file->db_;
   // Persistent in the file. Fails with SQLITE_NOTADB (kDataLoss) on a file that is not a
@@ -445,8 +445,12 @@ class SqlitePublisher : public EventPublisher {
  public:
   explicit SqlitePublisher(std::shared_ptr<SharedFile> shared) : shared_(std::move(shared)) {}
   absl::Status Publish(absl::Span<const OutgoingEvent> events, absl::Duration timeout) override {
+    // SQLite would take any size; the limit is the Kafka backend's, so that what works
+    // embedded works on a cluster too.
+    if (absl::Status sized = CheckEventSizes(events, MaxEventBytes()); !sized.ok()) return sized;
     return shared_->Publish(events, timeout);
   }
+  size_t MaxEventBytes() const override { return shared_->max_event_bytes(); }
 
  private:
   std::shared_ptr<SharedFile> shared_;
