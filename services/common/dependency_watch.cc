@@ -13,8 +13,8 @@ DependencyCheck ProgressCheck(std::string name, std::string what,
           [what = std::move(what), failures = std::move(failures_in_a_row), limit] {
             const int64_t count = failures();
             if (count < limit) return absl::OkStatus();
-            return absl::UnavailableError(absl::StrCat(what, " failed ", count,
-                                                       " times in a row and makes no progress"));
+            return absl::UnavailableError(
+                absl::StrCat(what, " failed ", count, " times in a row and makes no progress"));
           }};
 }
 

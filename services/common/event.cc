@@ -145,8 +145,7 @@ size_t EventBytes(const OutgoingEvent& event) {
   return event.key.size() + event.value.size() + HeaderBytes(event.headers);
 }
 
-OutgoingEvent DeadLetterFor(const ConsumedEvent& event, std::string_view reason,
-                            size_t max_bytes) {
+OutgoingEvent DeadLetterFor(const ConsumedEvent& event, std::string_view reason, size_t max_bytes) {
   return BoundedDeadLetter(event.key, event.value, event.headers, reason, event.Position(),
                            max_bytes);
 }

@@ -69,8 +69,7 @@ class CollectedOutput final : public BatchOutput {
   void Emit(OutgoingEvent event) override {
     if (const size_t bytes = EventBytes(event); bytes > max_event_bytes_) {
       Divert(event, absl::StrCat("an event of ", bytes, " bytes for topic ", event.topic,
-                                 " is over the event log's limit of ", max_event_bytes_,
-                                 " bytes"));
+                                 " is over the event log's limit of ", max_event_bytes_, " bytes"));
     } else if (refused_before_->contains(Fingerprint(event))) {
       Divert(event, absl::StrCat("the broker refused this event for topic ", event.topic,
                                  " (too large or malformed)"));
@@ -85,8 +84,9 @@ class CollectedOutput final : public BatchOutput {
   // An output that librdkafka refused at once for its own sake (IsPerEventError).
   OutgoingEvent Diverted(const OutgoingEvent& event, std::string_view why) {
     ++dead_lettered_[event.topic];
-    return DeadLetterForOutput(event, absl::StrCat("not produced to ", event.topic, ": ", std::string(why)),
-                               source_, max_event_bytes_);
+    return DeadLetterForOutput(
+        event, absl::StrCat("not produced to ", event.topic, ": ", std::string(why)), source_,
+        max_event_bytes_);
   }
   const std::vector<OutgoingEvent>& events() const { return events_; }
   const std::map<std::string, int64_t>& dead_lettered() const { return dead_lettered_; }
@@ -136,9 +136,8 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
   void Stop() override { stop_ = true; }
 
   ProcessorCounters Counters() const override {
-    return {batches_committed_.load(), batches_aborted_.load(),
-            events_consumed_.load(),   events_produced_.load(),
-            events_dead_lettered_.load(), aborted_in_a_row_.load()};
+    return {batches_committed_.load(), batches_aborted_.load(),      events_consumed_.load(),
+            events_produced_.load(),   events_dead_lettered_.load(), aborted_in_a_row_.load()};
   }
 
  private:

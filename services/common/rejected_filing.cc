@@ -1,10 +1,9 @@
 #include "services/common/rejected_filing.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 
 #include "absl/strings/escaping.h"
+#include <openssl/evp.h>
 
 namespace stip {
 

@@ -126,8 +126,6 @@ class SharedFile {
 
   const std::string& path() const { return path_; }
   absl::Duration busy_timeout() const { return busy_timeout_; }
-  // EventLogOptions::max_event_bytes of the first opener of the file in this process.
-  size_t max_event_bytes() const { return max_event_bytes_; }
 
   // A new connection to the file, set up as every connection of this backend is.
   absl::StatusOr<std::unique_ptr<SqliteDb>> Connect() const;
@@ -196,15 +194,14 @@ class SharedFile {
     absl::Status status;
   };
 
-  SharedFile(std::string path, absl::Duration busy_timeout, size_t max_event_bytes)
-      : path_(std::move(path)), busy_timeout_(busy_timeout), max_event_bytes_(max_event_bytes) {}
+  SharedFile(std::string path, absl::Duration busy_timeout)
+      : path_(std::move(path)), busy_timeout_(busy_timeout) {}
 
   // The leader's work: one transaction for every request of `group`.
   void WriteGroup(const std::vector<PublishRequest*>& group);
 
   const std::string path_;
   const absl::Duration busy_timeout_;
-  const size_t max_event_bytes_;
 
   // std:: rather than absl:: synchronization: ThreadSanitizer sees through it (Debian's
   // Abseil is not built for it), and the tests run under it.
@@ -510,12 +507,16 @@ std::string NewMemberId(const std::string& kind);
 // --- The parts of the backend (one file each) ----------------------------------------------
 
 // sqlite_shared_file.cc
-std::unique_ptr<EventPublisher> NewPublisher(std::shared_ptr<SharedFile> shared);
+// `max_event_bytes`: EventLogOptions::max_event_bytes of the log that makes it (a per-handle
+// setting: handles on one file may differ).
+std::unique_ptr<EventPublisher> NewPublisher(std::shared_ptr<SharedFile> shared,
+                                             size_t max_event_bytes);
 // sqlite_consumer.cc
 absl::StatusOr<std::unique_ptr<EventConsumer>> NewConsumer(std::shared_ptr<SharedFile> shared,
                                                            const ConsumerOptions& options);
 // sqlite_processor.cc
 absl::StatusOr<std::unique_ptr<ExactlyOnceProcessor>> NewProcessor(
-    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler);
+    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler,
+    size_t max_event_bytes);
 
 }  // namespace stip::sqlite

@@ -63,7 +63,8 @@ class SqliteProcessor : public ExactlyOnceProcessor {
  public:
   static absl::StatusOr<std::unique_ptr<SqliteProcessor>> Create(std::shared_ptr<SharedFile> shared,
                                                                  const ProcessorOptions& options,
-                                                                 BatchHandler* handler);
+                                                                 BatchHandler* handler,
+                                                                 size_t max_event_bytes);
 
   absl::Status Run() override;
   void Stop() override {
@@ -71,17 +72,19 @@ class SqliteProcessor : public ExactlyOnceProcessor {
     shared_->WakeAll();
   }
   ProcessorCounters Counters() const override {
-    return {batches_committed_.load(),    batches_aborted_.load(),
-            events_consumed_.load(),      events_produced_.load(),
-            events_dead_lettered_.load(), aborted_in_a_row_.load()};
+    return {batches_committed_.load(), batches_aborted_.load(),      events_consumed_.load(),
+            events_produced_.load(),   events_dead_lettered_.load(), aborted_in_a_row_.load()};
   }
 
  private:
   enum class Outcome { kCommitted, kStale, kHandlerFailed };
 
   SqliteProcessor(std::shared_ptr<SharedFile> shared, ProcessorOptions options,
-                  BatchHandler* handler)
-      : shared_(std::move(shared)), options_(std::move(options)), handler_(handler) {}
+                  BatchHandler* handler, size_t max_event_bytes)
+      : shared_(std::move(shared)),
+        options_(std::move(options)),
+        handler_(handler),
+        max_event_bytes_(max_event_bytes) {}
 
   absl::Status Loop();
   // Starts a batch at the group's committed offsets of the assigned partitions.
@@ -104,6 +107,7 @@ class SqliteProcessor : public ExactlyOnceProcessor {
   std::shared_ptr<SharedFile> shared_;
   const ProcessorOptions options_;
   BatchHandler* const handler_;
+  const size_t max_event_bytes_;
   std::unique_ptr<SqliteDb> db_;
   std::unique_ptr<EventReader> reader_;
   std::unique_ptr<EventAppender> appender_;
@@ -125,14 +129,15 @@ class SqliteProcessor : public ExactlyOnceProcessor {
 };
 
 absl::StatusOr<std::unique_ptr<SqliteProcessor>> SqliteProcessor::Create(
-    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler) {
+    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler,
+    size_t max_event_bytes) {
   if (options.group.empty() || options.input_topics.empty() || handler == nullptr ||
       options.max_batch_events == 0) {
     return absl::InvalidArgumentError(
         "a processor needs a group, input topics, a handler and max_batch_events > 0");
   }
   std::unique_ptr<SqliteProcessor> processor(
-      new SqliteProcessor(std::move(shared), options, handler));
+      new SqliteProcessor(std::move(shared), options, handler, max_event_bytes));
   SharedFile& file = *processor->shared_;
   STIP_ASSIGN_OR_RETURN(processor->db_, file.Connect());
   STIP_ASSIGN_OR_RETURN(processor->reader_, EventReader::Create(*processor->db_));
@@ -306,7 +311,7 @@ absl::StatusOr<SqliteProcessor::Outcome> SqliteProcessor::WriteBatch() {
     if (committed != batch_start_[tp]) return Outcome::kStale;
   }
 
-  CollectingOutput output(shared_->max_event_bytes(), options_.group);
+  CollectingOutput output(max_event_bytes_, options_.group);
   if (absl::Status handled = handler_->HandleBatch(batch_, output); !handled.ok()) {
     transaction.Rollback();
     CountAborted();
@@ -390,9 +395,11 @@ absl::Status SqliteProcessor::UpdateLag() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ExactlyOnceProcessor>> NewProcessor(
-    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler) {
-  STIP_ASSIGN_OR_RETURN(std::unique_ptr<SqliteProcessor> processor,
-                        SqliteProcessor::Create(std::move(shared), options, handler));
+    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler,
+    size_t max_event_bytes) {
+  STIP_ASSIGN_OR_RETURN(
+      std::unique_ptr<SqliteProcessor> processor,
+      SqliteProcessor::Create(std::move(shared), options, handler, max_event_bytes));
   return std::unique_ptr<ExactlyOnceProcessor>(std::move(processor));
 }
 

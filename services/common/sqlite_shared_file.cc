@@ -181,7 +181,7 @@ absl::StatusOr<std::shared_ptr<SharedFile>> SharedFile::Get(const std::string& p
   std::lock_guard<std::mutex> lock(FilesMutex());
   if (auto existing = Files()[key].lock()) return existing;
 
-  std::shared_ptr<SharedFile> file(new SharedFile(path, options.publish_timeout, options.max_event_bytes));
+  std::shared_ptr<SharedFile> file(new SharedFile(path, options.publish_timeout));
   STIP_ASSIGN_OR_RETURN(file->db_, file->Connect());
   SqliteDb& db = *file->db_;
   // Persistent in the file. Fails with SQLITE_NOTADB (kDataLoss) on a file that is not a
@@ -443,23 +443,26 @@ namespace {
 
 class SqlitePublisher : public EventPublisher {
  public:
-  explicit SqlitePublisher(std::shared_ptr<SharedFile> shared) : shared_(std::move(shared)) {}
+  SqlitePublisher(std::shared_ptr<SharedFile> shared, size_t max_event_bytes)
+      : shared_(std::move(shared)), max_event_bytes_(max_event_bytes) {}
   absl::Status Publish(absl::Span<const OutgoingEvent> events, absl::Duration timeout) override {
     // SQLite would take any size; the limit is the Kafka backend's, so that what works
     // embedded works on a cluster too.
     if (absl::Status sized = CheckEventSizes(events, MaxEventBytes()); !sized.ok()) return sized;
     return shared_->Publish(events, timeout);
   }
-  size_t MaxEventBytes() const override { return shared_->max_event_bytes(); }
+  size_t MaxEventBytes() const override { return max_event_bytes_; }
 
  private:
   std::shared_ptr<SharedFile> shared_;
+  const size_t max_event_bytes_;
 };
 
 }  // namespace
 
-std::unique_ptr<EventPublisher> NewPublisher(std::shared_ptr<SharedFile> shared) {
-  return std::make_unique<SqlitePublisher>(std::move(shared));
+std::unique_ptr<EventPublisher> NewPublisher(std::shared_ptr<SharedFile> shared,
+                                             size_t max_event_bytes) {
+  return std::make_unique<SqlitePublisher>(std::move(shared), max_event_bytes);
 }
 
 // --- Reading ----------------------------------------------------------------------------

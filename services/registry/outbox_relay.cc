@@ -34,14 +34,16 @@ RelayMetrics& Metrics() {
                         .Add({});
     auto& dead_lettered = prometheus::BuildCounter()
                               .Name("stip_registry_outbox_dead_lettered_total")
-                              .Help("Outbox events over the event log's limit, relayed to "
-                                    "stip.deadletter.v1 (cut to fit) instead")
+                              .Help(
+                                  "Outbox events over the event log's limit, relayed to "
+                                  "stip.deadletter.v1 (cut to fit) instead")
                               .Register(MetricsRegistry())
                               .Add({});
     auto& failures = prometheus::BuildGauge()
                          .Name("stip_registry_outbox_failures_in_a_row")
-                         .Help("Relay rounds failed since the last one that published: above "
-                               "a few, readiness says NOT_SERVING")
+                         .Help(
+                             "Relay rounds failed since the last one that published: above "
+                             "a few, readiness says NOT_SERVING")
                          .Register(MetricsRegistry())
                          .Add({});
     return new RelayMetrics{backlog, relayed, dead_lettered, failures};
