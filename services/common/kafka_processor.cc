@@ -11,6 +11,11 @@
 // same inputs are processed again: never skipped, never visible twice. A revoke (which can
 // only arrive while a batch is being gathered, before its transaction begins) drops the
 // gathered events for the partitions' next owner.
+// One event never stops the partitions: an output over EventLogOptions::max_event_bytes,
+// or one librdkafka refuses at once for its own sake (IsPerEventError), goes to the
+// dead-letter topic cut to fit; one the broker refuses (a topic with a lower
+// max.message.bytes) aborts that try, and is dead-lettered when the batch is handled again.
+// Broker and coordinator failures still abort and retry the batch: nothing is skipped.
 // Fencing: a producer that is fenced within its transaction timeout was replaced by a newer
 // instance with the same transactional.id, and Run returns kFailedPrecondition. Any other
 // fatal producer error replaces the producer (init_transactions again) and retries.
