@@ -196,7 +196,8 @@ TEST_P(InboundPoisonTest, OversizedFilingAndGarbageAreRefusedAndEveryPartitionKe
   std::vector<OutgoingEvent> valid;
   std::set<std::string> expected;
   std::map<int32_t, int> per_partition;
-  for (int i = 10; valid.size() < 12 || per_partition.size() < static_cast<size_t>(kPartitions); ++i) {
+  for (int i = 10; valid.size() < 12 || per_partition.size() < static_cast<size_t>(kPartitions);
+       ++i) {
     const std::string uscc = UsccFor(i);
     const int32_t partition = PartitionForKey(uscc, kPartitions);
     if (per_partition[partition] >= 4) continue;
