@@ -9,6 +9,7 @@
 #include "google/protobuf/timestamp.pb.h"
 #include "services/assessment/evaluator.h"
 #include "services/common/metrics.h"
+#include "services/common/rejected_filing.h"
 #include "spdlog/spdlog.h"
 #include "stip/v1/filing.pb.h"
 
@@ -89,9 +90,9 @@ OutgoingEvent RejectedEvent(const ConsumedEvent& event, const v1::AcceptedFiling
   violation->set_message_zh(absl::StrCat("没有适用于", year, "财年的资格认定政策，暂无法评定"));
   *rejected.mutable_reject_time() = ToTimestamp(event.timestamp);
   rejected.set_source(event.Position());
-  rejected.set_original_payload(event.value);
-  rejected.set_original_content_type(
-      std::string(event.Header("content-type").value_or(kContentTypeProtobuf)));
+  SetOriginalPayload(rejected, event.value,
+                     event.Header("content-type").value_or(kContentTypeProtobuf));
+  BoundRejectedFiling(rejected, kDefaultMaxEventBytes - 16 * 1024);
   CloudEventAttributes attributes;
   // One rejection per filing revision and reason: a repeat of it is the same event.
   attributes.id = absl::StrCat(filing.filing_id(), "/", std::string(kPolicyNotFoundReason));

@@ -122,7 +122,10 @@ int main(int argc, char** argv) {
   stip::ProcessorThread stream("assess", processor->get(),
                                shutdown.RequestShutdownOnFailure("assess"));
   stip::DependencyWatch dependencies(
-      &health, {{"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }}});
+      &health, {{"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }},
+                stip::ProgressCheck("assess", "the assessment's batch", [&processor] {
+                  return (*processor)->Counters().batches_aborted_in_a_row;
+                })});
   stip::ProcessorThread dependency_thread("dependencies", &dependencies);
   spdlog::info("{} ready: gRPC on port {}, metrics on port {}, {} -> {} as {}-{}", kName,
                (*server)->port(), (*metrics)->port(), filings_topic, topics.decisions, group,

@@ -2,9 +2,21 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
 namespace stip {
+
+DependencyCheck ProgressCheck(std::string name, std::string what,
+                              std::function<int64_t()> failures_in_a_row, int64_t limit) {
+  return {std::move(name),
+          [what = std::move(what), failures = std::move(failures_in_a_row), limit] {
+            const int64_t count = failures();
+            if (count < limit) return absl::OkStatus();
+            return absl::UnavailableError(
+                absl::StrCat(what, " failed ", count, " times in a row and makes no progress"));
+          }};
+}
 
 DependencyWatch::DependencyWatch(HealthReporter* health, std::vector<DependencyCheck> checks,
                                  absl::Duration interval)

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -25,6 +26,13 @@ struct DependencyCheck {
   std::string name;  // the HealthReporter reason, e.g. "kafka"
   std::function<absl::Status()> check;
 };
+
+// A check that fails while a loop makes no progress: `failures_in_a_row()` (e.g. a
+// processor's ProcessorCounters::batches_aborted_in_a_row) is at least `limit`. It passes
+// again once the loop succeeds (the count drops back to 0). `what` names the loop in the
+// failure. `failures_in_a_row` must be thread-safe and quick.
+DependencyCheck ProgressCheck(std::string name, std::string what,
+                              std::function<int64_t()> failures_in_a_row, int64_t limit = 5);
 
 class DependencyWatch : public Runnable {
  public:

@@ -1,5 +1,8 @@
 #include "services/common/event.h"
 
+#include <algorithm>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 
 // Debian 12's Abseil has its own absl::string_view, not std::string_view: strings cross into
@@ -93,11 +96,64 @@ int32_t PartitionForKey(std::string_view key, int32_t partition_count) {
   return static_cast<int32_t>((Murmur2(key) & 0x7fffffff) % static_cast<uint32_t>(partition_count));
 }
 
-OutgoingEvent DeadLetterFor(const ConsumedEvent& event, std::string_view reason) {
-  OutgoingEvent dead_letter{std::string(kDeadLetterTopic), event.key, event.value, event.headers};
-  dead_letter.headers.emplace_back(std::string(kDeadLetterReasonHeader), std::string(reason));
-  dead_letter.headers.emplace_back(std::string(kDeadLetterSourceHeader), event.Position());
-  return dead_letter;
+namespace {
+
+size_t HeaderBytes(const EventHeaders& headers) {
+  size_t bytes = 0;
+  for (const auto& [name, value] : headers) bytes += name.size() + value.size();
+  return bytes;
+}
+
+// A reason is for people; a sender's megabyte of text in it would only crowd out the event.
+constexpr size_t kMaxReasonBytes = 1024;
+
+// Builds a dead letter of `key`, `value` and `headers`, cut to `max_bytes` when needed: the
+// reason and the source always stay (they say what happened), then the original headers
+// in order while they fit, then as much of the key and the value as is left.
+OutgoingEvent BoundedDeadLetter(const std::string& key, const std::string& value,
+                                const EventHeaders& headers, std::string_view reason,
+                                std::string source, size_t max_bytes) {
+  OutgoingEvent dead_letter{std::string(kDeadLetterTopic), key, value, headers};
+  std::string why(reason.substr(0, kMaxReasonBytes));
+  dead_letter.headers.emplace_back(std::string(kDeadLetterReasonHeader), why);
+  dead_letter.headers.emplace_back(std::string(kDeadLetterSourceHeader), source);
+  const size_t original = EventBytes(dead_letter);
+  if (original <= max_bytes) return dead_letter;
+
+  OutgoingEvent cut{std::string(kDeadLetterTopic), {}, {}, {}};
+  cut.headers.emplace_back(std::string(kDeadLetterReasonHeader), std::move(why));
+  cut.headers.emplace_back(std::string(kDeadLetterSourceHeader), std::move(source));
+  cut.headers.emplace_back(std::string(kDeadLetterTruncatedHeader), "true");
+  cut.headers.emplace_back(std::string(kDeadLetterOriginalSizeHeader),
+                           std::to_string(key.size() + value.size() + HeaderBytes(headers)));
+  size_t room = max_bytes > EventBytes(cut) ? max_bytes - EventBytes(cut) : 0;
+  // Room for the key first (it places the event), then the headers, then the value.
+  cut.key = key.substr(0, std::min(key.size(), room / 2));
+  room -= cut.key.size();
+  for (const auto& [name, header_value] : headers) {
+    if (name.size() + header_value.size() > room / 2) continue;
+    cut.headers.emplace_back(name, header_value);
+    room -= name.size() + header_value.size();
+  }
+  cut.value = value.substr(0, room);
+  return cut;
+}
+
+}  // namespace
+
+size_t EventBytes(const OutgoingEvent& event) {
+  return event.key.size() + event.value.size() + HeaderBytes(event.headers);
+}
+
+OutgoingEvent DeadLetterFor(const ConsumedEvent& event, std::string_view reason, size_t max_bytes) {
+  return BoundedDeadLetter(event.key, event.value, event.headers, reason, event.Position(),
+                           max_bytes);
+}
+
+OutgoingEvent DeadLetterForOutput(const OutgoingEvent& event, std::string_view reason,
+                                  std::string_view source, size_t max_bytes) {
+  return BoundedDeadLetter(event.key, event.value, event.headers, reason, std::string(source),
+                           max_bytes);
 }
 
 }  // namespace stip

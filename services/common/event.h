@@ -2,6 +2,7 @@
 // mode (https://github.com/cloudevents/spec, Kafka protocol binding).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,6 +28,21 @@ inline constexpr std::string_view kDeadLetterTopic = "stip.deadletter.v1";
 inline constexpr std::string_view kDeadLetterReasonHeader = "stip_dlq_reason";
 inline constexpr std::string_view kDeadLetterSourceHeader =
     "stip_dlq_source";  // topic/partition@offset
+// Set on a dead letter that had to be cut to fit the log's event limit: "true". The value
+// (and, when they alone are too large, the key and the original headers) are cut, never
+// the reason and the source.
+inline constexpr std::string_view kDeadLetterTruncatedHeader = "stip_dlq_truncated";
+// With kDeadLetterTruncatedHeader: the size in bytes of the original event (key, value
+// and headers), so that an operator knows how much is missing.
+inline constexpr std::string_view kDeadLetterOriginalSizeHeader = "stip_dlq_original_size";
+
+// The largest event (key + value + header names and values, in bytes) that processors and
+// publishers hand to the log. Kafka's default limit for a topic (max.message.bytes, and
+// the broker's message.max.bytes) is 1,048,588 bytes for a whole record batch; 1,000,000
+// leaves room for the batch and record overhead, and is librdkafka's default
+// message.max.bytes. An event over it is refused before it reaches the producer
+// (EventPublisher::Publish) or goes to the dead-letter topic, cut to fit (processors).
+inline constexpr size_t kDefaultMaxEventBytes = 1'000'000;
 
 inline constexpr std::string_view kContentTypeProtobuf = "application/protobuf";
 inline constexpr std::string_view kContentTypeJson = "application/json";
@@ -73,9 +89,24 @@ OutgoingEvent MakeCloudEvent(std::string topic, std::string key, std::string val
 // Reads the attributes back; nullopt when ce_id or ce_type is missing.
 std::optional<CloudEventAttributes> ReadCloudEventAttributes(const ConsumedEvent& event);
 
+// The size the event log counts for an event: key, value, header names and values.
+size_t EventBytes(const OutgoingEvent& event);
+
 // The event that carries `event` to stip.deadletter.v1: its key, value and headers, plus
-// the reason and its position (kDeadLetterReasonHeader, kDeadLetterSourceHeader).
-OutgoingEvent DeadLetterFor(const ConsumedEvent& event, std::string_view reason);
+// the reason and its position (kDeadLetterReasonHeader, kDeadLetterSourceHeader). Never
+// larger than `max_bytes` (EventBytes): an event that would be is cut to fit and marked
+// (kDeadLetterTruncatedHeader, kDeadLetterOriginalSizeHeader), so that a dead letter can
+// always be published.
+OutgoingEvent DeadLetterFor(const ConsumedEvent& event, std::string_view reason,
+                            size_t max_bytes = kDefaultMaxEventBytes);
+
+// The dead letter for an output a processor or relay could not publish (too large, or
+// refused by the log for its own content): the event as it was meant to be, `reason`
+// naming the topic it was for, cut to `max_bytes` like DeadLetterFor. `source` is the
+// kDeadLetterSourceHeader: what produced the event (e.g. the processor's group).
+OutgoingEvent DeadLetterForOutput(const OutgoingEvent& event, std::string_view reason,
+                                  std::string_view source,
+                                  size_t max_bytes = kDefaultMaxEventBytes);
 
 // Kafka's default (Java client) partitioner: murmur2 of the key, positive, modulo the
 // partition count. Both backends place keys with it, so one enterprise lands on the same

@@ -25,6 +25,17 @@ std::vector<TopicSpec> StandardTopics(int32_t partitions, const std::vector<std:
   return topics;
 }
 
+absl::Status CheckEventSizes(absl::Span<const OutgoingEvent> events, size_t max_bytes) {
+  for (const OutgoingEvent& event : events) {
+    if (const size_t bytes = EventBytes(event); bytes > max_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "an event for topic ", event.topic, " is ", bytes,
+          " bytes (key, value and headers), over the event log's limit of ", max_bytes, " bytes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<EventLog>> OpenEventLog(std::string_view url,
                                                        const EventLogOptions& options) {
   constexpr std::string_view kKafka = "kafka://";

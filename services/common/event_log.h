@@ -46,6 +46,10 @@ std::vector<TopicSpec> StandardTopics(int32_t partitions);
 // renamed by its flags, for tests and migrations).
 std::vector<TopicSpec> StandardTopics(int32_t partitions, const std::vector<std::string>& also);
 
+// OK when every event is at most `max_bytes` (EventBytes); else kInvalidArgument naming the
+// first that is not: its topic, its size and the limit.
+absl::Status CheckEventSizes(absl::Span<const OutgoingEvent> events, size_t max_bytes);
+
 struct TopicPartition {
   std::string topic;
   int32_t partition = 0;
@@ -66,7 +70,14 @@ class EventPublisher {
   // `timeout` bounds the wait for room in the backend's queue; once the events are handed
   // over, the wait for the acknowledgement is bounded by EventLogOptions::publish_timeout
   // (Kafka's message.timeout.ms: librdkafka cannot take back a single message earlier).
+  // An event larger than MaxEventBytes() (EventBytes) fails the call with kInvalidArgument
+  // naming its topic, its size and the limit, before any event of the span is handed to
+  // the log: nothing is published, and a retry of the same span cannot succeed.
   virtual absl::Status Publish(absl::Span<const OutgoingEvent> events, absl::Duration timeout) = 0;
+
+  // The largest event Publish takes (EventLogOptions::max_event_bytes). Callers that must
+  // not be stopped by one event (the registry's outbox relay) check against it first.
+  virtual size_t MaxEventBytes() const { return kDefaultMaxEventBytes; }
 };
 
 struct ConsumerOptions {
@@ -110,10 +121,14 @@ class EventConsumer {
 class BatchOutput {
  public:
   virtual ~BatchOutput() = default;
-  // Publishes `event` atomically with the batch's offsets.
+  // Publishes `event` atomically with the batch's offsets. An event the log cannot take
+  // for its own sake (over EventLogOptions::max_event_bytes, or refused by the broker as
+  // too large or malformed) goes to stip.deadletter.v1 instead, cut to fit, with the
+  // reason and the topic it was for: one event never stops the processor's partitions.
   virtual void Emit(OutgoingEvent event) = 0;
   // Sends `event` to stip.deadletter.v1 with the reason, atomically with the batch's
-  // offsets. For events that cannot be decoded: they never stop the processor.
+  // offsets, cut to the log's event limit when it is larger (DeadLetterFor). For events
+  // that cannot be decoded: they never stop the processor.
   virtual void DeadLetter(const ConsumedEvent& event, std::string_view reason) = 0;
 };
 
@@ -153,6 +168,11 @@ struct ProcessorCounters {
   // Events read into the batch being gathered, not yet committed or aborted (0 between
   // batches): what Stop() would still process.
   int64_t events_in_hand = 0;
+  // Batches aborted since the last one committed (0 after a commit). A processor that
+  // keeps failing (a broker that refuses, a handler that cannot reach what it needs)
+  // makes no progress: readiness follows this (ProgressCheck in dependency_watch.h), as
+  // does the gauge stip_event_batches_aborted_in_a_row{group}.
+  int64_t batches_aborted_in_a_row = 0;
 };
 
 // Runs a BatchHandler over its input topics exactly once. Run() on one thread; Stop() and
@@ -200,6 +220,10 @@ struct EventLogOptions {
   // Kafka: transaction.timeout.ms. Lower than the 60 s default so that read_committed
   // readers are not held long behind a crashed instance's open transaction.
   absl::Duration transaction_timeout = absl::Seconds(10);
+  // The largest event (EventBytes) publishers take and processors produce; see
+  // kDefaultMaxEventBytes. Raise it only together with the topics' max.message.bytes and
+  // the Kafka clients' message.max.bytes (a --kafka-property).
+  size_t max_event_bytes = kDefaultMaxEventBytes;
 };
 
 // Opens the backend a URL names: kafka://host:port[,host:port...] or sqlite:///path.

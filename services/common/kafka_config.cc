@@ -1,5 +1,6 @@
 // What the Kafka backend's clients share: configuration, logging, error classification,
 // event conversion and statistics. See kafka_internal.h.
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -121,6 +122,25 @@ absl::StatusCode ClassifyError(rd_kafka_resp_err_t err) {
       // or the caller can try again.
       return absl::StatusCode::kUnavailable;
   }
+}
+
+bool IsPerEventError(rd_kafka_resp_err_t err) {
+  switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string ProducerMessageMaxBytes(const Settings& settings) {
+  constexpr size_t kRecordOverhead = 64 * 1024;
+  return std::to_string(
+      std::max(kKafkaTopicMaxMessageBytes, settings.options.max_event_bytes + kRecordOverhead));
 }
 
 bool IsFenced(rd_kafka_resp_err_t err) {

@@ -3,6 +3,7 @@
 // Nothing outside services/common/kafka_*.cc includes this header.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <string>
@@ -81,6 +82,21 @@ absl::StatusOr<ClientPtr> NewClient(rd_kafka_type_t type, ConfPtr conf);
 // kPermissionDenied: authorization. kFailedPrecondition: fenced by a newer producer or
 // otherwise unusable client; retrying the same call cannot help.
 absl::StatusCode ClassifyError(rd_kafka_resp_err_t err);
+// Errors that belong to one event rather than to the broker or the client: the event is too
+// large or malformed for the log, and producing it again can never succeed (while the
+// broker's other answers, outages included, are retried). Processors dead-letter such an
+// event instead of failing the batch.
+bool IsPerEventError(rd_kafka_resp_err_t err);
+
+// Kafka's default max.message.bytes of a topic (and message.max.bytes of a broker): what
+// the topics the services create get unless an operator configures otherwise.
+inline constexpr size_t kKafkaTopicMaxMessageBytes = 1'048'588;
+
+// The producers' message.max.bytes default: at least the topics' limit, so that the
+// producer never refuses what the broker would take (librdkafka's own default, 1,000,000,
+// is below it), and room above EventLogOptions::max_event_bytes for the record overhead.
+std::string ProducerMessageMaxBytes(const Settings& settings);
+
 // Errors that mean another producer with our transactional.id (or a coordinator that
 // timed our transaction out) took over the producer epoch.
 bool IsFenced(rd_kafka_resp_err_t err);

@@ -11,14 +11,23 @@
 // same inputs are processed again: never skipped, never visible twice. A revoke (which can
 // only arrive while a batch is being gathered, before its transaction begins) drops the
 // gathered events for the partitions' next owner.
+// One event never stops the partitions: an output over EventLogOptions::max_event_bytes,
+// or one librdkafka refuses at once for its own sake (IsPerEventError), goes to the
+// dead-letter topic cut to fit; one the broker refuses (a topic with a lower
+// max.message.bytes) aborts that try, and is dead-lettered when the batch is handled again.
+// Broker and coordinator failures still abort and retry the batch: nothing is skipped.
 // Fencing: a producer that is fenced within its transaction timeout was replaced by a newer
 // instance with the same transactional.id, and Run returns kFailedPrecondition. Any other
 // fatal producer error replaces the producer (init_transactions again) and retries.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <map>
+#include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 
@@ -38,21 +47,67 @@ constexpr absl::Duration kIdlePoll = absl::Milliseconds(100);
 // How often a transactional call that librdkafka calls retriable is repeated before the
 // producer is replaced (with -1 timeouts each try already waits the transaction timeout).
 constexpr int kTransactionalTries = 3;
+// The most refused outputs remembered between commits.
+constexpr size_t kMaxRefused = 100'000;
+
+// Identifies an output across repeats of a batch (the handler emits it again), so that one
+// the broker refused for its own sake is dead-lettered when the batch is retried.
+uint64_t Fingerprint(const OutgoingEvent& event) {
+  const std::hash<std::string_view> hash;
+  uint64_t h = hash(event.topic);
+  h = h * 1'000'003 ^ hash(event.key);
+  h = h * 1'000'003 ^ hash(event.value);
+  return h;
+}
 
 // Collects what the handler emits for one batch; produced only once the handler succeeds.
+// An output over the event limit, or one the broker refused in an earlier try of the
+// batch, becomes a dead letter here, before anything is produced.
 class CollectedOutput final : public BatchOutput {
  public:
-  void Emit(OutgoingEvent event) override { events_.push_back(std::move(event)); }
+  CollectedOutput(size_t max_event_bytes, std::string source,
+                  const std::set<uint64_t>* refused_before)
+      : max_event_bytes_(max_event_bytes),
+        source_(std::move(source)),
+        refused_before_(refused_before) {}
+
+  void Emit(OutgoingEvent event) override {
+    if (const size_t bytes = EventBytes(event); bytes > max_event_bytes_) {
+      Divert(event, absl::StrCat("an event of ", bytes, " bytes for topic ", event.topic,
+                                 " is over the event log's limit of ", max_event_bytes_, " bytes"));
+    } else if (refused_before_->contains(Fingerprint(event))) {
+      Divert(event, absl::StrCat("the broker refused this event for topic ", event.topic,
+                                 " (too large or malformed)"));
+    } else {
+      events_.push_back(std::move(event));
+    }
+  }
   void DeadLetter(const ConsumedEvent& event, std::string_view reason) override {
-    events_.push_back(DeadLetterFor(event, reason));
+    events_.push_back(DeadLetterFor(event, reason, max_event_bytes_));
     ++dead_lettered_[event.topic];
+  }
+  // An output that librdkafka refused at once for its own sake (IsPerEventError).
+  OutgoingEvent Diverted(const OutgoingEvent& event, std::string_view why) {
+    ++dead_lettered_[event.topic];
+    return DeadLetterForOutput(
+        event, absl::StrCat("not produced to ", event.topic, ": ", std::string(why)), source_,
+        max_event_bytes_);
   }
   const std::vector<OutgoingEvent>& events() const { return events_; }
   const std::map<std::string, int64_t>& dead_lettered() const { return dead_lettered_; }
 
  private:
+  void Divert(const OutgoingEvent& event, const std::string& reason) {
+    spdlog::warn("processor {}: {}; dead-lettered instead", source_, reason);
+    events_.push_back(DeadLetterForOutput(event, reason, source_, max_event_bytes_));
+    ++dead_lettered_[event.topic];
+  }
+
+  const size_t max_event_bytes_;
+  const std::string source_;
+  const std::set<uint64_t>* const refused_before_;
   std::vector<OutgoingEvent> events_;
-  std::map<std::string, int64_t> dead_lettered_;  // by source topic
+  std::map<std::string, int64_t> dead_lettered_;  // by source topic, or intended topic
 };
 
 class KafkaProcessor final : public ExactlyOnceProcessor {
@@ -87,7 +142,8 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
 
   ProcessorCounters Counters() const override {
     return {batches_committed_.load(), batches_aborted_.load(),      events_consumed_.load(),
-            events_produced_.load(),   events_dead_lettered_.load(), events_in_hand_.load()};
+            events_produced_.load(),   events_dead_lettered_.load(), events_in_hand_.load(),
+            aborted_in_a_row_.load()};
   }
 
  private:
@@ -183,7 +239,10 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
   absl::Status CreateProducer() {
     producer_.reset();
     absl::StatusOr<ConfPtr> conf =
-        MakeConf(settings_, {{"client.id", "stip-processor"}, {"linger.ms", "5"}},
+        MakeConf(settings_,
+                 {{"client.id", "stip-processor"},
+                  {"linger.ms", "5"},
+                  {"message.max.bytes", ProducerMessageMaxBytes(settings_)}},
                  {{"transactional.id", transactional_id_},
                   {"transaction.timeout.ms",
                    std::to_string(ToMillis(settings_.options.transaction_timeout))},
@@ -193,6 +252,8 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
                   {"allow.auto.create.topics", "false"}});
     if (!conf.ok()) return conf.status();
     rd_kafka_conf_set_error_cb(conf->get(), &KafkaProcessor::OnError);
+    rd_kafka_conf_set_opaque(conf->get(), this);
+    rd_kafka_conf_set_dr_msg_cb(conf->get(), &KafkaProcessor::OnDelivery);
     absl::StatusOr<ClientPtr> client = NewClient(RD_KAFKA_PRODUCER, *std::move(conf));
     if (!client.ok()) return client.status();
     absl::Duration backoff = options_.retry_backoff;
@@ -258,17 +319,20 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
   // else ends Run.
   absl::Status ProcessBatch(const std::vector<ConsumedEvent>& batch) {
     const absl::Time began = absl::Now();
+    rd_kafka_poll(producer_.get(), 0);  // late delivery reports of the last try (refused_)
     ErrorPtr error(rd_kafka_begin_transaction(producer_.get()));
     if (error != nullptr) return Fail(began, "beginning a transaction", error.get());
 
-    CollectedOutput output;
+    CollectedOutput output(settings_.options.max_event_bytes, transactional_id_, &refused_);
     if (absl::Status handled = handler_->HandleBatch(batch, output); !handled.ok()) {
       return Fail(began, absl::StrCat("handler: ", handled.ToString()), nullptr);
     }
     for (const OutgoingEvent& event : output.events()) {
-      rd_kafka_resp_err_t err;
-      while ((err = Produce(producer_.get(), event, nullptr)) == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-        rd_kafka_poll(producer_.get(), 10);
+      rd_kafka_resp_err_t err = ProduceWaiting(event);
+      if (IsPerEventError(err)) {
+        // Refused for its own sake (librdkafka checks sizes itself): the batch goes on.
+        const OutgoingEvent dead_letter = output.Diverted(event, rd_kafka_err2str(err));
+        err = ProduceWaiting(dead_letter);
       }
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         return Fail(began, KafkaStatus(err, "producing to " + event.topic).ToString(), nullptr);
@@ -314,13 +378,26 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
     // Lets the statistics report lag against what the transactions committed.
     rd_kafka_offsets_store(consumer_.get(), offsets.get());
     Record(consumed, output);
+    refused_.clear();
     return absl::OkStatus();
+  }
+
+  // Produce, waiting for room in librdkafka's queue.
+  rd_kafka_resp_err_t ProduceWaiting(const OutgoingEvent& event) {
+    const auto opaque = reinterpret_cast<void*>(static_cast<uintptr_t>(Fingerprint(event)));
+    rd_kafka_resp_err_t err;
+    while ((err = Produce(producer_.get(), event, opaque)) == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+      rd_kafka_poll(producer_.get(), 10);
+    }
+    return err;
   }
 
   void Record(const std::map<std::string, int64_t>& consumed, const CollectedOutput& output) {
     EventLogMetrics& metrics = GetEventLogMetrics();
     metrics.batches.Add({{"group", options_.group}, {"result", "committed"}}).Increment();
     ++batches_committed_;
+    aborted_in_a_row_ = 0;
+    metrics.batches_aborted_in_a_row.Add({{"group", options_.group}}).Set(0);
     for (const auto& [topic, count] : consumed) {
       metrics.events_consumed.Add({{"topic", topic}}).Increment(static_cast<double>(count));
       events_consumed_ += count;
@@ -363,10 +440,14 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
         replace = true;
       }
     }
+    rd_kafka_poll(producer_.get(), 0);  // delivery reports naming refused outputs
     GetEventLogMetrics()
         .batches.Add({{"group", options_.group}, {"result", "aborted"}})
         .Increment();
     ++batches_aborted_;
+    GetEventLogMetrics()
+        .batches_aborted_in_a_row.Add({{"group", options_.group}})
+        .Set(static_cast<double>(++aborted_in_a_row_));
     if (replace) {
       // Fenced within the transaction timeout: not our own transaction timing out but a
       // newer instance with our transactional.id. Fencing it back would make two instances
@@ -472,6 +553,20 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
     LogClientError(rk, err, reason);
   }
 
+  // Delivery reports, served on Run's thread (rd_kafka_poll, and the flush inside
+  // commit_transaction). An output the broker refused for its own sake fails the
+  // transaction; it is remembered, and dead-lettered when the batch is tried again.
+  static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* message, void* opaque) {
+    if (!IsPerEventError(message->err)) return;
+    auto* self = static_cast<KafkaProcessor*>(opaque);
+    spdlog::warn("processor {}: the broker refused an event for {}: {}", self->transactional_id_,
+                 rd_kafka_topic_name(message->rkt), rd_kafka_err2str(message->err));
+    // Bounded: cleared at every commit; a batch holds at most max_batch_events inputs.
+    if (self->refused_.size() < kMaxRefused) {
+      self->refused_.insert(static_cast<uint64_t>(reinterpret_cast<uintptr_t>(message->_private)));
+    }
+  }
+
   const Settings settings_;
   const ProcessorOptions options_;
   BatchHandler* const handler_;
@@ -486,8 +581,13 @@ class KafkaProcessor final : public ExactlyOnceProcessor {
   std::atomic<int64_t> events_dead_lettered_{0};
   std::atomic<int64_t> events_in_hand_{0};
 
+  std::atomic<int64_t> aborted_in_a_row_{0};
+
   // Run's thread only (and the callbacks it serves).
   int64_t revocations_ = 0;
+  // Fingerprints of outputs the broker refused (too large, malformed) since the last
+  // commit: dead-lettered when the batch is handled again.
+  std::set<uint64_t> refused_;
   ClientPtr producer_;
   ClientPtr consumer_;
 };

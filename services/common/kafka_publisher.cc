@@ -113,6 +113,7 @@ class Producer {
         // events/s and 5 ms 48k (100k events, 4 threads). Operators may override it.
         {{"client.id", "stip-publisher"},
          {"linger.ms", "1"},
+         {"message.max.bytes", ProducerMessageMaxBytes(settings)},
          {"topic.metadata.propagation.max.ms", propagation_ms}},
         {{"enable.idempotence", "true"},
          {"acks", "all"},
@@ -174,6 +175,9 @@ class KafkaPublisher final : public EventPublisher {
 
   absl::Status Publish(absl::Span<const OutgoingEvent> events, absl::Duration timeout) override {
     if (events.empty()) return absl::OkStatus();
+    // Before anything is produced: an oversized event would fail the call after the events
+    // before it were sent, and fail again on every retry.
+    if (absl::Status sized = CheckEventSizes(events, MaxEventBytes()); !sized.ok()) return sized;
     const absl::Time start = absl::Now();
     const absl::Time deadline = start + timeout;
     absl::StatusOr<std::shared_ptr<Producer>> producer = Current();
@@ -222,6 +226,8 @@ class KafkaPublisher final : public EventPublisher {
     }
     return status;
   }
+
+  size_t MaxEventBytes() const override { return settings_.options.max_event_bytes; }
 
  private:
   static prometheus::Histogram& PublishSeconds() {

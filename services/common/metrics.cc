@@ -38,6 +38,11 @@ EventLogMetrics& GetEventLogMetrics() {
           .Name("stip_publish_seconds")
           .Help("Time from Publish to the log's acknowledgement, by backend")
           .Register(MetricsRegistry()),
+      prometheus::BuildGauge()
+          .Name("stip_event_batches_aborted_in_a_row")
+          .Help("Batches a processor aborted since its last commit, by group: above a few, "
+                "its partitions make no progress and readiness says NOT_SERVING")
+          .Register(MetricsRegistry()),
   };
   return *metrics;
 }

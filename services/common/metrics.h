@@ -30,6 +30,7 @@ struct EventLogMetrics {
   prometheus::Family<prometheus::Counter>& batches;            // {group, result=committed|aborted}
   prometheus::Family<prometheus::Gauge>& consumer_lag;         // {group, topic, partition}
   prometheus::Family<prometheus::Histogram>& publish_seconds;  // {backend}
+  prometheus::Family<prometheus::Gauge>& batches_aborted_in_a_row;  // {group}
 };
 EventLogMetrics& GetEventLogMetrics();
 

@@ -93,7 +93,8 @@ using sqlite::SharedFile;
 
 class SqliteEventLog : public EventLog {
  public:
-  explicit SqliteEventLog(std::shared_ptr<SharedFile> shared) : shared_(std::move(shared)) {}
+  SqliteEventLog(std::shared_ptr<SharedFile> shared, size_t max_event_bytes)
+      : shared_(std::move(shared)), max_event_bytes_(max_event_bytes) {}
 
   absl::Status EnsureTopics(absl::Span<const TopicSpec> topics) override {
     return shared_->EnsureTopics(topics);
@@ -104,7 +105,7 @@ class SqliteEventLog : public EventLog {
     return db->Exec("SELECT COUNT(*) FROM sqlite_master");
   }
   absl::StatusOr<std::unique_ptr<EventPublisher>> NewPublisher() override {
-    return sqlite::NewPublisher(shared_);
+    return sqlite::NewPublisher(shared_, max_event_bytes_);
   }
   absl::StatusOr<std::unique_ptr<EventConsumer>> NewConsumer(
       const ConsumerOptions& options) override {
@@ -112,11 +113,12 @@ class SqliteEventLog : public EventLog {
   }
   absl::StatusOr<std::unique_ptr<ExactlyOnceProcessor>> NewProcessor(
       const ProcessorOptions& options, BatchHandler* handler) override {
-    return sqlite::NewProcessor(shared_, options, handler);
+    return sqlite::NewProcessor(shared_, options, handler, max_event_bytes_);
   }
 
  private:
   std::shared_ptr<SharedFile> shared_;
+  const size_t max_event_bytes_;
 };
 
 }  // namespace
@@ -124,7 +126,7 @@ class SqliteEventLog : public EventLog {
 absl::StatusOr<std::unique_ptr<EventLog>> OpenSqliteEventLog(const std::string& path,
                                                              const EventLogOptions& options) {
   STIP_ASSIGN_OR_RETURN(std::shared_ptr<SharedFile> shared, SharedFile::Get(path, options));
-  return std::unique_ptr<EventLog>(new SqliteEventLog(std::move(shared)));
+  return std::unique_ptr<EventLog>(new SqliteEventLog(std::move(shared), options.max_event_bytes));
 }
 
 }  // namespace stip

@@ -491,12 +491,16 @@ std::string NewMemberId(const std::string& kind);
 // --- The parts of the backend (one file each) ----------------------------------------------
 
 // sqlite_shared_file.cc
-std::unique_ptr<EventPublisher> NewPublisher(std::shared_ptr<SharedFile> shared);
+// `max_event_bytes`: EventLogOptions::max_event_bytes of the log that makes it (a per-handle
+// setting: handles on one file may differ).
+std::unique_ptr<EventPublisher> NewPublisher(std::shared_ptr<SharedFile> shared,
+                                             size_t max_event_bytes);
 // sqlite_consumer.cc
 absl::StatusOr<std::unique_ptr<EventConsumer>> NewConsumer(std::shared_ptr<SharedFile> shared,
                                                            const ConsumerOptions& options);
 // sqlite_processor.cc
 absl::StatusOr<std::unique_ptr<ExactlyOnceProcessor>> NewProcessor(
-    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler);
+    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler,
+    size_t max_event_bytes);
 
 }  // namespace stip::sqlite

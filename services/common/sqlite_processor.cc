@@ -27,13 +27,32 @@ namespace {
 
 // --- Exactly-once processor --------------------------------------------------------------
 
+// An output over the event limit goes to the dead-letter topic, cut to fit: SQLite would
+// take it, but the limit is the Kafka backend's, so that both behave alike.
 class CollectingOutput : public BatchOutput {
  public:
-  void Emit(OutgoingEvent event) override { outputs.push_back(std::move(event)); }
+  CollectingOutput(size_t max_event_bytes, std::string source)
+      : max_event_bytes_(max_event_bytes), source_(std::move(source)) {}
+
+  void Emit(OutgoingEvent event) override {
+    if (const size_t bytes = EventBytes(event); bytes > max_event_bytes_) {
+      const std::string reason =
+          absl::StrCat("an event of ", bytes, " bytes for topic ", event.topic,
+                       " is over the event log's limit of ", max_event_bytes_, " bytes");
+      spdlog::warn("processor of group '{}': {}; dead-lettered instead", source_, reason);
+      dead_letters.push_back(DeadLetterForOutput(event, reason, source_, max_event_bytes_));
+      ++dead_lettered_from[event.topic];
+      return;
+    }
+    outputs.push_back(std::move(event));
+  }
   void DeadLetter(const ConsumedEvent& event, std::string_view reason) override {
-    dead_letters.push_back(DeadLetterFor(event, reason));
+    dead_letters.push_back(DeadLetterFor(event, reason, max_event_bytes_));
     ++dead_lettered_from[event.topic];
   }
+
+  const size_t max_event_bytes_;
+  const std::string source_;
 
   std::vector<OutgoingEvent> outputs;
   std::vector<OutgoingEvent> dead_letters;
@@ -44,7 +63,8 @@ class SqliteProcessor : public ExactlyOnceProcessor {
  public:
   static absl::StatusOr<std::unique_ptr<SqliteProcessor>> Create(std::shared_ptr<SharedFile> shared,
                                                                  const ProcessorOptions& options,
-                                                                 BatchHandler* handler);
+                                                                 BatchHandler* handler,
+                                                                 size_t max_event_bytes);
 
   absl::Status Run() override;
   void Stop() override {
@@ -53,15 +73,19 @@ class SqliteProcessor : public ExactlyOnceProcessor {
   }
   ProcessorCounters Counters() const override {
     return {batches_committed_.load(), batches_aborted_.load(),      events_consumed_.load(),
-            events_produced_.load(),   events_dead_lettered_.load(), events_in_hand_.load()};
+            events_produced_.load(),   events_dead_lettered_.load(), events_in_hand_.load(),
+            aborted_in_a_row_.load()};
   }
 
  private:
   enum class Outcome { kCommitted, kStale, kHandlerFailed };
 
   SqliteProcessor(std::shared_ptr<SharedFile> shared, ProcessorOptions options,
-                  BatchHandler* handler)
-      : shared_(std::move(shared)), options_(std::move(options)), handler_(handler) {}
+                  BatchHandler* handler, size_t max_event_bytes)
+      : shared_(std::move(shared)),
+        options_(std::move(options)),
+        handler_(handler),
+        max_event_bytes_(max_event_bytes) {}
 
   absl::Status Loop();
   // Starts a batch at the group's committed offsets of the assigned partitions.
@@ -69,6 +93,8 @@ class SqliteProcessor : public ExactlyOnceProcessor {
   // Reads more of the assigned partitions into the batch, up to max_batch_events.
   absl::Status ReadMore();
   absl::StatusOr<Outcome> WriteBatch();
+  // Counts a batch that was not committed (the handler or the log failed it).
+  void CountAborted();
   void DropBatch() {
     retrying_ = false;
     batch_.clear();
@@ -83,6 +109,7 @@ class SqliteProcessor : public ExactlyOnceProcessor {
   std::shared_ptr<SharedFile> shared_;
   const ProcessorOptions options_;
   BatchHandler* const handler_;
+  const size_t max_event_bytes_;
   std::unique_ptr<SqliteDb> db_;
   std::unique_ptr<EventReader> reader_;
   std::unique_ptr<EventAppender> appender_;
@@ -100,18 +127,19 @@ class SqliteProcessor : public ExactlyOnceProcessor {
   std::atomic<bool> running_{false};
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> batches_committed_{0}, batches_aborted_{0}, events_consumed_{0},
-      events_produced_{0}, events_dead_lettered_{0}, events_in_hand_{0};
+      events_produced_{0}, events_dead_lettered_{0}, events_in_hand_{0}, aborted_in_a_row_{0};
 };
 
 absl::StatusOr<std::unique_ptr<SqliteProcessor>> SqliteProcessor::Create(
-    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler) {
+    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler,
+    size_t max_event_bytes) {
   if (options.group.empty() || options.input_topics.empty() || handler == nullptr ||
       options.max_batch_events == 0) {
     return absl::InvalidArgumentError(
         "a processor needs a group, input topics, a handler and max_batch_events > 0");
   }
   std::unique_ptr<SqliteProcessor> processor(
-      new SqliteProcessor(std::move(shared), options, handler));
+      new SqliteProcessor(std::move(shared), options, handler, max_event_bytes));
   SharedFile& file = *processor->shared_;
   STIP_ASSIGN_OR_RETURN(processor->db_, file.Connect());
   STIP_ASSIGN_OR_RETURN(processor->reader_, EventReader::Create(*processor->db_));
@@ -207,6 +235,10 @@ absl::Status SqliteProcessor::Loop() {
       spdlog::warn("processor of group '{}' ({}): {}; retrying in {}", options_.group,
                    shared_->path(), outcome.status().ToString(), absl::FormatDuration(backoff));
       DropBatch();  // read again from the committed offsets
+      // Not counted as an aborted batch (the handler never saw it), but no progress either.
+      GetEventLogMetrics()
+          .batches_aborted_in_a_row.Add({{"group", options_.group}})
+          .Set(static_cast<double>(++aborted_in_a_row_));
     }
     // A failed batch: the same events again after the back-off (kept in batch_).
     if (outcome.ok()) retrying_ = true;
@@ -282,13 +314,10 @@ absl::StatusOr<SqliteProcessor::Outcome> SqliteProcessor::WriteBatch() {
     if (committed != batch_start_[tp]) return Outcome::kStale;
   }
 
-  CollectingOutput output;
+  CollectingOutput output(max_event_bytes_, options_.group);
   if (absl::Status handled = handler_->HandleBatch(batch_, output); !handled.ok()) {
     transaction.Rollback();
-    ++batches_aborted_;
-    GetEventLogMetrics()
-        .batches.Add({{"group", options_.group}, {"result", "aborted"}})
-        .Increment();
+    CountAborted();
     spdlog::warn(
         "processor of group '{}': the handler failed a batch of {} events ({}); "
         "it is handed over again after the back-off",
@@ -304,10 +333,7 @@ absl::StatusOr<SqliteProcessor::Outcome> SqliteProcessor::WriteBatch() {
     // The handler emitted to a topic that does not exist: a configuration error that an
     // operator can mend by creating it, so the batch is retried, not skipped.
     transaction.Rollback();
-    ++batches_aborted_;
-    GetEventLogMetrics()
-        .batches.Add({{"group", options_.group}, {"result", "aborted"}})
-        .Increment();
+    CountAborted();
     spdlog::error("processor of group '{}': {}", options_.group, topics.ToString());
     return Outcome::kHandlerFailed;
   }
@@ -340,6 +366,8 @@ absl::StatusOr<SqliteProcessor::Outcome> SqliteProcessor::WriteBatch() {
   CountByTopic(metrics.events_dead_lettered, output.dead_lettered_from);
   metrics.batches.Add({{"group", options_.group}, {"result", "committed"}}).Increment();
   ++batches_committed_;
+  aborted_in_a_row_ = 0;
+  metrics.batches_aborted_in_a_row.Add({{"group", options_.group}}).Set(0);
   events_consumed_ += static_cast<int64_t>(batch_.size());
   events_produced_ += static_cast<int64_t>(output.outputs.size());
   events_dead_lettered_ += static_cast<int64_t>(output.dead_letters.size());
@@ -348,6 +376,14 @@ absl::StatusOr<SqliteProcessor::Outcome> SqliteProcessor::WriteBatch() {
     STIP_RETURN_IF_ERROR(UpdateLag());
   }
   return Outcome::kCommitted;
+}
+
+void SqliteProcessor::CountAborted() {
+  ++batches_aborted_;
+  EventLogMetrics& metrics = GetEventLogMetrics();
+  metrics.batches.Add({{"group", options_.group}, {"result", "aborted"}}).Increment();
+  metrics.batches_aborted_in_a_row.Add({{"group", options_.group}})
+      .Set(static_cast<double>(++aborted_in_a_row_));
 }
 
 absl::Status SqliteProcessor::UpdateLag() {
@@ -362,9 +398,11 @@ absl::Status SqliteProcessor::UpdateLag() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ExactlyOnceProcessor>> NewProcessor(
-    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler) {
-  STIP_ASSIGN_OR_RETURN(std::unique_ptr<SqliteProcessor> processor,
-                        SqliteProcessor::Create(std::move(shared), options, handler));
+    std::shared_ptr<SharedFile> shared, const ProcessorOptions& options, BatchHandler* handler,
+    size_t max_event_bytes) {
+  STIP_ASSIGN_OR_RETURN(
+      std::unique_ptr<SqliteProcessor> processor,
+      SqliteProcessor::Create(std::move(shared), options, handler, max_event_bytes));
   return std::unique_ptr<ExactlyOnceProcessor>(std::move(processor));
 }
 

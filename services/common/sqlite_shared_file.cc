@@ -443,19 +443,26 @@ namespace {
 
 class SqlitePublisher : public EventPublisher {
  public:
-  explicit SqlitePublisher(std::shared_ptr<SharedFile> shared) : shared_(std::move(shared)) {}
+  SqlitePublisher(std::shared_ptr<SharedFile> shared, size_t max_event_bytes)
+      : shared_(std::move(shared)), max_event_bytes_(max_event_bytes) {}
   absl::Status Publish(absl::Span<const OutgoingEvent> events, absl::Duration timeout) override {
+    // SQLite would take any size; the limit is the Kafka backend's, so that what works
+    // embedded works on a cluster too.
+    if (absl::Status sized = CheckEventSizes(events, MaxEventBytes()); !sized.ok()) return sized;
     return shared_->Publish(events, timeout);
   }
+  size_t MaxEventBytes() const override { return max_event_bytes_; }
 
  private:
   std::shared_ptr<SharedFile> shared_;
+  const size_t max_event_bytes_;
 };
 
 }  // namespace
 
-std::unique_ptr<EventPublisher> NewPublisher(std::shared_ptr<SharedFile> shared) {
-  return std::make_unique<SqlitePublisher>(std::move(shared));
+std::unique_ptr<EventPublisher> NewPublisher(std::shared_ptr<SharedFile> shared,
+                                             size_t max_event_bytes) {
+  return std::make_unique<SqlitePublisher>(std::move(shared), max_event_bytes);
 }
 
 // --- Reading ----------------------------------------------------------------------------

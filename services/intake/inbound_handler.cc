@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
+#include "services/common/rejected_filing.h"
 #include "services/intake/filing_intake.h"
 #include "spdlog/spdlog.h"
 
@@ -19,6 +20,8 @@ namespace {
 
 // How long one batch may wait for the registry before it is failed and retried.
 constexpr absl::Duration kRegistryBudget = absl::Seconds(30);
+// What a rejection leaves of the event limit for its key and CloudEvents headers.
+constexpr size_t kRejectedFilingHeadroom = 16 * 1024;
 
 absl::string_view AbslView(std::string_view text) { return {text.data(), text.size()}; }
 
@@ -64,8 +67,10 @@ OutgoingEvent RejectedEvent(const ConsumedEvent& event, const std::string& topic
   }
   *rejected.mutable_reject_time() = ToTimestamp(now);
   rejected.set_source(event.Position());
-  rejected.set_original_payload(event.value);
-  rejected.set_original_content_type(std::string(event.Header("content-type").value_or("")));
+  SetOriginalPayload(rejected, event.value, event.Header("content-type").value_or(""));
+  // Room for the CloudEvents headers and the key; the processor would dead-letter a
+  // rejection over the limit, but an operator reads a rejection more easily.
+  BoundRejectedFiling(rejected, kDefaultMaxEventBytes - kRejectedFilingHeadroom);
   CloudEventAttributes attributes;
   // The position names the inbound event once: a repeat after a retried batch has the
   // same id.

@@ -5,11 +5,15 @@
 //   accepted   an AcceptedFiling on `accepted_topic`, the same event the gRPC path
 //              publishes (filing_id as ce_id; request_id the inbound ce_id, or the inbound
 //              position when it has none);
-//   refused    a RejectedFiling on `rejected_topic` (violations, the original payload and
-//              content type, the source position); keyed by the USCC, or by the inbound key
-//              when the filing has none. A ce_id that breaks the request_id rule
-//              (CheckRequestId) refuses the filing too, with a violation on "request_id";
-//   undecodable  the dead-letter topic, with the reason.
+//   refused    a RejectedFiling on `rejected_topic` (violations, the first 4 KiB of the
+//              original payload with its size, SHA-256 and content type, the source
+//              position; the decoded filing unless it is too large to carry); keyed by the
+//              USCC, or by the inbound key when the filing has none. A ce_id that breaks the
+//              request_id rule (CheckRequestId) refuses the filing too, with a violation on
+//              "request_id";
+//   undecodable  the dead-letter topic, with the reason (cut to the event limit, marked).
+// No inbound event, whatever its size, stops the partitions: nothing this handler emits is
+// over the event log's limit, and the processor dead-letters what the broker refuses.
 // An inbound event that repeats a filing the registry already recorded with the same
 // request_id and content produces nothing (it was accepted before).
 //

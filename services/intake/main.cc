@@ -158,10 +158,18 @@ int main(int argc, char** argv) {
   // Ready while the broker and the registry answer: without them no filing can be accepted.
   // The registry is asked itself each round, never answered from the cached park list (which
   // outlives an outage by minutes): NOT_SERVING within a round of the registry going away.
-  stip::DependencyWatch dependencies(
-      &health, {{"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }},
-                {"registry",
-                 [&registry] { return registry.CheckReachable(absl::Now() + absl::Seconds(3)); }}});
+  std::vector<stip::DependencyCheck> checks = {
+      {"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }},
+      {"registry",
+       [&registry] { return registry.CheckReachable(absl::Now() + absl::Seconds(3)); }}};
+  // And while the inbound entry makes progress: batches aborted again and again hold back
+  // every partition of this instance.
+  if (processor != nullptr) {
+    checks.push_back(stip::ProgressCheck("inbound", "the inbound entry's batch", [&processor] {
+      return processor->Counters().batches_aborted_in_a_row;
+    }));
+  }
+  stip::DependencyWatch dependencies(&health, std::move(checks));
   stip::ProcessorThread dependency_thread("dependencies", &dependencies);
   spdlog::info("{} ready: gRPC on port {}, metrics on port {}, registry {}, inbound {}", kName,
                (*server)->port(), (*metrics)->port(), registry_target,

@@ -224,8 +224,16 @@ int main(int argc, char** argv) {
   stip::ProcessorThread relay_thread("outbox", &relay, shutdown.RequestShutdownOnFailure("outbox"));
   stip::ProcessorThread housekeeping_thread("housekeeping", &housekeeping);
   stip::DependencyWatch dependencies(
-      &health, {{"database", [&store] { return (*store)->SchemaVersion().status(); }},
-                {"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }}});
+      &health,
+      {{"database", [&store] { return (*store)->SchemaVersion().status(); }},
+       {"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }},
+       stip::ProgressCheck("outbox", "relaying the outbox",
+                           [&relay] { return relay.FailuresInARow(); }),
+       stip::ProgressCheck("assess", "the assessment's batch",
+                           [&assess] { return (*assess)->Counters().batches_aborted_in_a_row; }),
+       stip::ProgressCheck("inbound", "the inbound entry's batch", [&inbound] {
+         return (*inbound)->Counters().batches_aborted_in_a_row;
+       })});
   stip::ProcessorThread dependency_thread("dependencies", &dependencies);
   stip::ProcessorThread assess_thread("assess", assess->get(),
                                       shutdown.RequestShutdownOnFailure("assess"));

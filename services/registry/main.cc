@@ -145,7 +145,9 @@ int main(int argc, char** argv) {
   stip::ProcessorThread housekeeping_thread("housekeeping", &housekeeping);
   stip::DependencyWatch dependencies(
       &health, {{"database", [&store] { return (*store)->SchemaVersion().status(); }},
-                {"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }}});
+                {"event log", [&log] { return (*log)->CheckReachable(absl::Seconds(3)); }},
+                stip::ProgressCheck("outbox", "relaying the outbox",
+                                    [&relay] { return relay.FailuresInARow(); })});
   stip::ProcessorThread dependency_thread("dependencies", &dependencies);
   spdlog::info("{} ready: gRPC on port {}, metrics on port {}, {} + {} -> {} as {}", kName,
                (*server)->port(), (*metrics)->port(), applier_options.filings_topic,

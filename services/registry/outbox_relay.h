@@ -6,6 +6,9 @@
 // for it, so a crash between the two publishes it again, with the same CloudEvents id
 // (ce_id: the listing's event_id): consumers drop repeats by id. Several registry
 // instances may relay at once; they may then publish the same event twice, never lose one.
+// An event over the publisher's MaxEventBytes() (which the log would refuse on every try,
+// holding back everything behind it) is relayed to stip.deadletter.v1 instead, cut to fit
+// and marked (DeadLetterForOutput); a log that cannot be reached is retried.
 //
 // Threading: Run() on one thread; Stop() from any.
 #pragma once
@@ -43,14 +46,20 @@ class OutboxRelay : public Runnable {
   void Stop() override;
 
   int64_t EventsRelayed() const { return relayed_.load(); }
+  // Rounds (read, publish, mark) failed since the last one that succeeded; for readiness
+  // (ProgressCheck) and the gauge stip_registry_outbox_failures_in_a_row. Any thread.
+  int64_t FailuresInARow() const { return failures_in_a_row_.load(); }
 
  private:
+  void Failed();
+
   RegistryStore* const store_;
   EventPublisher* const publisher_;
   ChangeNotifier* const notifier_;
   const OutboxRelayOptions options_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> relayed_{0};
+  std::atomic<int64_t> failures_in_a_row_{0};
 };
 
 }  // namespace stip::registry

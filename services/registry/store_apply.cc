@@ -11,9 +11,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "services/common/rejected_filing.h"
 #include "services/registry/registry_store.h"
 #include "services/registry/store_internal.h"
-#include <openssl/evp.h>
 
 namespace stip::registry {
 namespace {
@@ -21,13 +21,6 @@ namespace {
 using google::protobuf::util::TimeUtil;
 
 constexpr char kRegistrySource[] = "/stip/registry";
-
-std::string Sha256Hex(std::string_view bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &size, EVP_sha256(), nullptr);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), size));
-}
 
 std::string ChangeWord(v1::ListingChange change) {
   switch (change) {
@@ -170,8 +163,9 @@ absl::Status BatchApplier::ApplyFiling(const v1::AcceptedFiling& accepted,
         absl::StrCat("申报 ", filing_id, " 已以不同内容登记；更正申报须使用更高的修订号"));
     *rejected.mutable_reject_time() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now_));
     rejected.set_source(absl::StrCat(position.topic, "/", position.partition, "@", offset));
-    rejected.set_original_payload(payload);
-    rejected.set_original_content_type(std::string(kContentTypeProtobuf));
+    SetOriginalPayload(rejected, payload, kContentTypeProtobuf);
+    // Room for the key and the CloudEvents headers: the relay could not publish more.
+    BoundRejectedFiling(rejected, kDefaultMaxEventBytes - 16 * 1024);
     return AddToOutbox(MakeCloudEvent(std::string(kFilingsRejectedTopic), filing.uscc(),
                                       rejected.SerializeAsString(),
                                       {.id = absl::StrCat("conflict/", filing_id, "/", sha),

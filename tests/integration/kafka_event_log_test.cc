@@ -448,8 +448,10 @@ TEST_F(KafkaEventLogTest, ProcessorRetriesAFailedBatchAndSkipsNothing) {
 // one output as too large): read_committed readers never see its outputs, and the batch is
 // processed again rather than skipped.
 TEST_F(KafkaEventLogTest, AbortedTransactionOutputsStayInvisible) {
-  // Lets the client send what the broker (message.max.bytes about 1 MiB) will refuse.
+  // Lets the client send what the broker (message.max.bytes about 1 MiB) will refuse: the
+  // processor's own limit would otherwise dead-letter the output before producing it.
   options_.kafka_properties["message.max.bytes"] = "4000000";
+  options_.max_event_bytes = 4'000'000;
   Open();
   const std::string input = NewTopic(1);
   const std::string output = NewTopic(3);
