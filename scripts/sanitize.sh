@@ -3,8 +3,10 @@
 # directory with clang (apart from the test command's `build`: instrumentation applies to
 # every target), builds only what it runs, and runs it; ccache keeps rebuilds short.
 #
-#   scripts/sanitize.sh asan [ctest args]   ASan+UBSan build of the unit tests (build-asan);
-#                                           runs ctest -L unit there
+#   scripts/sanitize.sh asan [ctest args]   ASan+UBSan build of the unit tests; runs ctest
+#                                           -L unit. In build-fuzz: the same instrumentation
+#                                           as the fuzz targets (whose coverage hooks are
+#                                           inert in a test), so the libraries build once
 #   scripts/sanitize.sh tsan [gtest args]   TSan build of the event log's contract suite
 #                                           (build-tsan); runs event_log_contract_test, on
 #                                           SQLite and on the Kafka broker STIP_TEST_KAFKA
@@ -22,7 +24,7 @@
 # `build-fuzz/tests/fuzz/<name>_fuzz FILE`. TSan reads tests/tsan.supp (why each entry is
 # there is written beside it). Needs clang and its sanitizer runtimes
 # (scripts/install-deps.sh installs them). Environment: STIP_BUILD_DIR (default build; the
-# directories are <it>-asan, -tsan, -fuzz), STIP_JOBS (default: the number of CPUs).
+# directories are <it>-fuzz and <it>-tsan), STIP_JOBS (default: the number of CPUs).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -30,7 +32,7 @@ LOG_TAG=sanitize
 # shellcheck source=../deploy/local/lib.sh
 source deploy/local/lib.sh
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 case "${1:-}" in
   asan|tsan|fuzz) mode="$1"; shift ;;
   -h|--help) usage; exit 0 ;;
@@ -41,6 +43,7 @@ if [ "${1:-}" = "--build-only" ]; then build_only=true; shift; fi
 
 command -v clang++ >/dev/null 2>&1 || die "clang++ not found: run scripts/install-deps.sh"
 build_dir="${STIP_BUILD_DIR:-build}-$mode"
+[ "$mode" = asan ] && build_dir="${STIP_BUILD_DIR:-build}-fuzz"
 jobs="${STIP_JOBS:-$(nproc)}"
 
 configure() {
@@ -57,7 +60,7 @@ export TSAN_OPTIONS="${TSAN_OPTIONS:-suppressions=$root/tests/tsan.supp:second_d
 
 case "$mode" in
   asan)
-    configure -DSTIP_SANITIZE=address
+    configure -DSTIP_FUZZ=ON
     mapfile -t targets < <(find tests/unit -name '*_test.cc' -printf '%f\n' | sed 's/\.cc$//' | sort)
     log "building ${#targets[@]} unit tests with ASan+UBSan in $build_dir"
     ninja -C "$build_dir" -j "$jobs" "${targets[@]}"
@@ -68,11 +71,14 @@ case "$mode" in
     configure -DSTIP_SANITIZE=thread
     log "building the event log's contract suite with TSan in $build_dir"
     # event-copier: the child process the suite kills and restarts.
-    ninja -C "$build_dir" -j "$jobs" event_log_contract_test event-copier
+    ninja -C "$build_dir" -j "$jobs" event_log_contract_test event-copier stip_tsan_absl
     $build_only && exit 0
     [ -n "${STIP_TEST_KAFKA:-}" ] ||
       die "STIP_TEST_KAFKA is not set: the suite runs on a real broker too (deploy/local/kafka.sh start)"
-    "$build_dir/tests/event_log_contract_test" "$@"
+    # Debian's Abseil is not instrumented: the preloaded annotations show TSan its mutexes
+    # (tests/tsan/absl_sync_annotations.cc). The child processes the suite starts inherit it.
+    LD_PRELOAD="$(realpath "$build_dir/tests/libstip_tsan_absl.so")" \
+      "$build_dir/tests/event_log_contract_test" "$@"
     ;;
   fuzz)
     runs=20000 seconds=""

@@ -38,9 +38,9 @@ void CheckFinding(const Finding& finding, const std::string& code) {
   Check(!code.empty(), "a finding without a code");
   Check(absl::StartsWith(finding.field(), "filing."), "a finding's field not under filing.");
   Check(!finding.message().empty() && !finding.message_zh().empty(), "a finding without text");
-  Check(Utf8(code) && Utf8(finding.field()) && Utf8(finding.message()) &&
-            Utf8(finding.message_zh()),
-        "a finding that is not valid UTF-8");
+  Check(
+      Utf8(code) && Utf8(finding.field()) && Utf8(finding.message()) && Utf8(finding.message_zh()),
+      "a finding that is not valid UTF-8");
 }
 
 const stip::intake::InMemoryParkDirectory& Parks() {

@@ -46,7 +46,8 @@ inline void FillLenient(const google::protobuf::UnknownFieldSet& fields,
                      : reflection->SetUInt32(message, fd, static_cast<uint32_t>(v));
             break;
           case FieldDescriptor::CPPTYPE_UINT64:
-            repeated ? reflection->AddUInt64(message, fd, v) : reflection->SetUInt64(message, fd, v);
+            repeated ? reflection->AddUInt64(message, fd, v)
+                     : reflection->SetUInt64(message, fd, v);
             break;
           case FieldDescriptor::CPPTYPE_BOOL:
             repeated ? reflection->AddBool(message, fd, v != 0)

@@ -99,8 +99,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto key = stip::registry::ReadPageToken(token, kind, filter);
   CheckAnswer(key.status());
   if (key.ok() && !token.empty()) {
-    auto again = stip::registry::ReadPageToken(
-        stip::registry::MakePageToken(kind, filter, *key), kind, filter);
+    auto again = stip::registry::ReadPageToken(stip::registry::MakePageToken(kind, filter, *key),
+                                               kind, filter);
     Check(again.ok() && *again == *key, "a key did not survive MakePageToken/ReadPageToken");
   }
 
@@ -109,9 +109,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   switch (choice % 3) {
     case 0: {
       const auto region = static_cast<stip::v1::EconomicRegion>((choice >> 2) % 5);
-      CheckListing<stip::v1::Park>(token, [&](const std::string& t) {
-        return store.ListParks(region, page_size, t);
-      });
+      CheckListing<stip::v1::Park>(
+          token, [&](const std::string& t) { return store.ListParks(region, page_size, t); });
       break;
     }
     case 1: {
@@ -120,9 +119,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (choice & 0x08) filter.region = stip::v1::ECONOMIC_REGION_WESTERN;
       if (choice & 0x10) filter.status = stip::v1::ENTERPRISE_STATUS_ENROLLED;
       if (choice & 0x20) filter.fiscal_year = 2024;
-      CheckListing<stip::v1::Enterprise>(token, [&](const std::string& t) {
-        return store.ListEnterprises(filter, page_size, t);
-      });
+      CheckListing<stip::v1::Enterprise>(
+          token, [&](const std::string& t) { return store.ListEnterprises(filter, page_size, t); });
       break;
     }
     default: {

@@ -90,8 +90,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (int64_t year : {int64_t{first}, int64_t{first} + 1, int64_t{last} - 1, int64_t{last}}) {
       if (year < first || year > last) continue;
       for (int region = 0; region <= 4; ++region) {
-        auto selected = set->Select(static_cast<int32_t>(year),
-                                    static_cast<stip::v1::EconomicRegion>(region));
+        auto selected =
+            set->Select(static_cast<int32_t>(year), static_cast<stip::v1::EconomicRegion>(region));
         Check(selected.ok() && selected->policy == &policy,
               "Select does not answer with the policy covering the year");
         Check(!selected->criteria.empty(), "a policy in force without criteria");
