@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/channel.h"
@@ -43,7 +44,8 @@ namespace {
 using stip::ConsumedEvent;
 using stip::OutgoingEvent;
 
-constexpr std::string_view kSeparator = "\n--8<--\n";
+// absl::string_view: Debian's Abseil keeps its own type, which StrSplit wants.
+constexpr absl::string_view kSeparator = "\n--8<--\n";
 
 void Check(bool condition, const char* what) {
   if (!condition) {
@@ -154,10 +156,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   Intake& intake = TheIntake();
   const std::string content_type = ContentType(static_cast<char>(data[0]));
-  const std::string_view value(reinterpret_cast<const char*>(data) + 1, size - 1);
+  const absl::string_view value(reinterpret_cast<const char*>(data) + 1, size - 1);
 
   std::vector<ConsumedEvent> batch;
-  for (std::string_view part : absl::StrSplit(value, absl::MaxSplits(kSeparator, 1))) {
+  for (absl::string_view part : absl::StrSplit(value, absl::MaxSplits(kSeparator, 1))) {
     ConsumedEvent event;
     event.topic = std::string(stip::kFilingsInboundTopic);
     event.partition = 0;

@@ -21,13 +21,15 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "services/assessment/policy.h"
 #include "stip/v1/park.pb.h"
 #include "stip/v1/policy.pb.h"
 
 namespace {
 
-constexpr std::string_view kSeparator = "\n---8<---\n";
+// absl::string_view: Debian's Abseil keeps its own type, which StrSplit wants.
+constexpr absl::string_view kSeparator = "\n---8<---\n";
 
 void Check(bool condition, const char* what) {
   if (!condition) {
@@ -57,9 +59,9 @@ void CheckCriterion(const stip::v1::Criterion& criterion) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  const absl::string_view text(reinterpret_cast<const char*>(data), size);
   std::vector<stip::assessment::PolicySource> sources;
-  for (std::string_view part : absl::StrSplit(text, absl::MaxSplits(kSeparator, 2))) {
+  for (absl::string_view part : absl::StrSplit(text, absl::MaxSplits(kSeparator, 2))) {
     sources.push_back({absl::StrCat("policies/fuzz-", sources.size(), ".yaml"), std::string(part)});
   }
   auto set = stip::assessment::PolicySet::Parse(sources);
