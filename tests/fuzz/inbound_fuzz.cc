@@ -25,6 +25,7 @@
 
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/stubs/logging.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/channel.h"
@@ -76,6 +77,8 @@ Intake& TheIntake() {
   static Intake* intake = [] {
     // The handler logs refusals and repeats; millions of lines would only slow the run.
     spdlog::set_level(spdlog::level::off);
+    // Likewise protobuf's "invalid UTF-8" line for every undecodable event (a dead letter).
+    google::protobuf::SetLogHandler(nullptr);
     auto* made = new Intake;
     stip::GrpcServerOptions options;
     options.listen_address = "127.0.0.1:0";
