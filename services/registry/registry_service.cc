@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "services/common/grpc_server.h"
 #include "services/intake/uscc.h"
+#include "services/registry/watch_cursor.h"
 
 namespace stip::registry {
 namespace {
@@ -241,24 +242,6 @@ std::string ClientAddress(const grpc::ServerContextBase& context) {
     peer.resize(colon);
   }
   return peer;
-}
-
-// ---- Cursors ---------------------------------------------------------------------------
-
-std::string Cursor(char prefix, int64_t seq) {
-  return absl::StrCat(std::string(1, prefix), ".", seq);
-}
-
-// The seq a cursor names; nullopt for a cursor that is not one of this feed's.
-std::optional<int64_t> ParseCursor(char prefix, const std::string& cursor) {
-  if (cursor.size() < 3 || cursor[0] != prefix || cursor[1] != '.') return std::nullopt;
-  const std::string digits = cursor.substr(2);
-  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    return std::nullopt;
-  }
-  int64_t seq = 0;
-  if (!absl::SimpleAtoi(digits, &seq) || seq < 0) return std::nullopt;
-  return seq;
 }
 
 // ---- The two feeds -----------------------------------------------------------------------

@@ -375,6 +375,17 @@ TEST(PolicySetTest, EmptyFileIsRefusedNamingIt) {
               HasSubstr(absl::StrCat((dir.path() / "empty.yaml").string(), ": the file is empty")));
 }
 
+// Found by tests/fuzz/policy_fuzz.cc: yaml-cpp 0.7 (Debian 12) reads a malformed stream such
+// as a lone "," as endless empty documents, and YAML::LoadAll looped forever, allocating
+// (jbeder/yaml-cpp#1319). The loader must refuse such a file, and return.
+TEST(PolicySetTest, MalformedStreamIsRefusedRatherThanReadForever) {
+  for (const char* yaml : {"\n,\n    ", ",", "id: stip-default\n---\n,\n"}) {
+    absl::StatusOr<PolicySet> set = PolicySet::Parse({{"malformed.yaml", yaml}});
+    EXPECT_FALSE(set.ok()) << yaml;
+    EXPECT_THAT(set.status().message(), HasSubstr("malformed.yaml")) << yaml;
+  }
+}
+
 TEST(PolicySetTest, OverlappingYearsNameBothFilesAndLines) {
   testing::TempDir dir;
   std::string late = Edit("from: 2000", "from: 2015");
