@@ -31,6 +31,7 @@
 #include "services/intake/registry_client.h"
 #include "services/intake/uscc.h"
 #include "stip/v1/registry_service.grpc.pb.h"
+#include "tests/support/enroll_everyone_registry.h"
 #include "tests/support/test_environment.h"
 
 namespace stip::intake {
@@ -38,7 +39,7 @@ namespace {
 
 using ::testing::IsEmpty;
 
-constexpr char kPark[] = "urumqi-hnz";
+constexpr const char* kPark = testing::EnrollEveryoneRegistry::kParkId;
 constexpr int32_t kPartitions = 3;
 
 std::string UsccFor(int index) {
@@ -59,30 +60,6 @@ v1::AnnualFiling ValidFiling(const std::string& uscc) {
   filing.set_rd_employees(15);
   return filing;
 }
-
-// One park; every enterprise enrolled in it; nothing recorded.
-class FakeRegistry final : public v1::RegistryService::Service {
- public:
-  grpc::Status ListParks(grpc::ServerContext*, const v1::ListParksRequest*,
-                         v1::ListParksResponse* response) override {
-    v1::Park* park = response->add_parks();
-    park->set_park_id(kPark);
-    park->set_region(v1::ECONOMIC_REGION_WESTERN);
-    park->set_year_founded(1992);
-    return grpc::Status::OK;
-  }
-  grpc::Status GetEnterprise(grpc::ServerContext*, const v1::GetEnterpriseRequest* request,
-                             v1::GetEnterpriseResponse* response) override {
-    response->mutable_enterprise()->set_uscc(request->uscc());
-    response->mutable_enterprise()->set_park_id(kPark);
-    response->mutable_enterprise()->set_region(v1::ECONOMIC_REGION_WESTERN);
-    return grpc::Status::OK;
-  }
-  grpc::Status GetFiling(grpc::ServerContext*, const v1::GetFilingRequest*,
-                         v1::GetFilingResponse*) override {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "nothing recorded");
-  }
-};
 
 OutgoingEvent Inbound(const std::string& topic, const std::string& key, std::string value,
                       std::string_view content_type, const std::string& id) {
@@ -158,7 +135,7 @@ class InboundPoisonTest : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<EventLog> upstream_;
   std::unique_ptr<EventPublisher> upstream_publisher_;
   InboundTopics topics_;
-  FakeRegistry fake_registry_;
+  testing::EnrollEveryoneRegistry fake_registry_;
   std::unique_ptr<GrpcServer> registry_server_;
 };
 

@@ -15,7 +15,6 @@
 // Built only with -DSTIP_SANITIZE=thread; loaded only into TSan-instrumented programs, whose
 // runtime provides the __tsan_* functions.
 #include <dlfcn.h>
-#include <sanitizer/tsan_interface.h>
 
 #include <atomic>
 #include <cstdio>
@@ -26,6 +25,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include <sanitizer/tsan_interface.h>
 
 namespace {
 
@@ -51,8 +51,8 @@ Fn Real(const char* rest) {
 }
 
 // Each real function, looked up once.
-#define STIP_REAL(type, rest)                        \
-  static const auto real = Real<type>(rest);         \
+#define STIP_REAL(type, rest)                \
+  static const auto real = Real<type>(rest); \
   static_assert(true, "needs a semicolon")
 
 void* Addr(const void* p) { return const_cast<void*>(p); }
@@ -95,8 +95,8 @@ bool Mutex::TryLock() {
   STIP_REAL(bool (*)(Mutex*), "5Mutex7TryLockEv");
   __tsan_mutex_pre_lock(this, __tsan_mutex_try_lock);
   const bool locked = real(this);
-  __tsan_mutex_post_lock(
-      this, __tsan_mutex_try_lock | (locked ? 0 : __tsan_mutex_try_lock_failed), 0);
+  __tsan_mutex_post_lock(this, __tsan_mutex_try_lock | (locked ? 0 : __tsan_mutex_try_lock_failed),
+                         0);
   return locked;
 }
 
