@@ -34,6 +34,7 @@
 #include "gtest/gtest.h"
 #include "services/common/grpc_server.h"
 #include "stip/v1/intake_service.grpc.pb.h"
+#include "tests/support/filings.h"
 #include "tests/support/test_environment.h"
 
 namespace stip {
@@ -52,17 +53,8 @@ std::filesystem::path IntakeBinary() {
 v1::SubmitFilingRequest ValidRequest(const std::string& request_id) {
   v1::SubmitFilingRequest request;
   request.set_request_id(request_id);
-  v1::AnnualFiling* filing = request.mutable_filing();
-  filing->set_uscc("91650100MA77QGJA0T");
-  filing->set_park_id("urumqi-hnz");
-  filing->set_fiscal_year(2024);
-  filing->set_revision(1);
-  filing->set_gross_revenue_fen(100'000'000);
-  filing->set_rd_expenditure_fen(5'000'000);
-  filing->set_total_employees(100);
-  filing->set_tertiary_educated_employees(40);
-  filing->set_rd_employees(15);
-  filing->set_enterprise_name("NAME");
+  *request.mutable_filing() = testing::QualifyingFiling("91650100MA77QGJA0T");
+  request.mutable_filing()->set_enterprise_name("NAME");
   return request;
 }
 

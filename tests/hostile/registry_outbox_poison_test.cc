@@ -19,6 +19,7 @@
 #include "services/registry/change_notifier.h"
 #include "services/registry/outbox_relay.h"
 #include "services/registry/registry_store.h"
+#include "tests/support/filings.h"
 #include "tests/support/test_environment.h"
 
 namespace stip::registry {
@@ -41,15 +42,7 @@ v1::AcceptedFiling Accepted(const std::string& uscc, const std::string& name) {
   accepted.set_filing_id(absl::StrCat(uscc, "/2024/1"));
   accepted.set_region(v1::ECONOMIC_REGION_WESTERN);
   v1::AnnualFiling* filing = accepted.mutable_filing();
-  filing->set_uscc(uscc);
-  filing->set_park_id("urumqi-hnz");
-  filing->set_fiscal_year(2024);
-  filing->set_revision(1);
-  filing->set_gross_revenue_fen(100'000'000);
-  filing->set_rd_expenditure_fen(5'000'000);
-  filing->set_total_employees(100);
-  filing->set_tertiary_educated_employees(40);
-  filing->set_rd_employees(15);
+  *filing = testing::QualifyingFiling(uscc);
   filing->set_enterprise_name(name);
   accepted.set_content_sha256(Sha256Hex(filing->SerializeAsString()));
   return accepted;
