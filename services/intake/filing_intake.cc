@@ -14,6 +14,7 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/rpc/error_details.pb.h"
 #include "prometheus/counter.h"
+#include "services/common/event.h"
 #include "services/common/grpc_server.h"
 #include "services/common/metrics.h"
 #include "services/intake/violation_codes.h"
@@ -62,6 +63,20 @@ IntakeCounters& Counters() {
                               filings.Add({{"result", "refused"}}), violations};
   }();
   return *counters;
+}
+
+Refusal TooLargeToPublish(size_t event_bytes, size_t max_event_bytes) {
+  return Refuse(
+      absl::StatusCode::kInvalidArgument,
+      absl::StrCat("filing is too large: it would be an event of ", event_bytes,
+                   " bytes, over the limit of ", max_event_bytes, " bytes"),
+      Violation(reason::kFilingTooLarge, "filing",
+                absl::StrCat("would be an event of ", event_bytes, " bytes, over the limit of ",
+                             max_event_bytes,
+                             " bytes (fields this server does not know count "
+                             "too); nothing was filed"),
+                absl::StrCat("申报过大：发布后为 ", event_bytes, " 字节，超过上限 ",
+                             max_event_bytes, " 字节（包括本服务不识别的字段）；未予受理")));
 }
 
 SubmissionOutcome Refused(const Refusal& refusal) {
@@ -530,9 +545,16 @@ std::vector<SubmissionOutcome> FilingIntake::Submit(absl::Span<const Submission>
     } else {
       pending.accepted.set_region(verdict->region);
       *pending.accepted.mutable_receive_time() = ToTimestamp(now);
-      events.push_back(AcceptedFilingEvent(pending.accepted, options_.filings_topic));
-      to_publish.push_back(std::move(pending));
-      continue;
+      OutgoingEvent event = AcceptedFilingEvent(pending.accepted, options_.filings_topic);
+      // Checked here, per filing: Publish would refuse the whole batch for it, and the
+      // caller would be told to retry what can never be published.
+      if (const size_t bytes = EventBytes(event); bytes > publisher_->MaxEventBytes()) {
+        outcome = Refused(TooLargeToPublish(bytes, publisher_->MaxEventBytes()));
+      } else {
+        events.push_back(std::move(event));
+        to_publish.push_back(std::move(pending));
+        continue;
+      }
     }
     outcomes[pending.index] = outcome;
     requests_->Finish(pending.entry, std::move(outcome));

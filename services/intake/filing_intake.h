@@ -72,6 +72,11 @@ inline constexpr std::string_view kRevisionNotNewer = "REVISION_NOT_NEWER";
 // The revision skips ahead: beyond the latest recorded (or accepted) for the fiscal year
 // plus one (field "filing.revision"); the message names the highest it may be.
 inline constexpr std::string_view kRevisionBeyondNext = "REVISION_BEYOND_NEXT";
+// The accepted filing would be an event larger than the event log takes
+// (EventPublisher::MaxEventBytes, 1,000,000 bytes by default), which a request within the
+// gRPC message limit can be, mostly through fields this server does not know (field
+// "filing"); the message gives both sizes. Nothing was published; a retry cannot succeed.
+inline constexpr std::string_view kFilingTooLarge = "FILING_TOO_LARGE";
 }  // namespace reason
 
 // A request_id (AIP-155) is 1 to 128 printable ASCII characters (0x21-0x7E): enough for a

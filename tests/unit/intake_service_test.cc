@@ -788,5 +788,77 @@ TEST_F(IntakeServiceTest, BulkStreamWhoseClientStopsReadingIsCutOff) {
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
 }
 
+// A request within the gRPC message limit can still make an event over the event log's
+// (1,000,000 bytes), with fields this server does not know. It was told UNAVAILABLE, "retry
+// with the same request_id", forever, and in a bulk stream every filing of its batch was too.
+TEST_F(IntakeServiceTest, FilingTooLargeToPublishIsRefusedAloneAndNamed) {
+  const std::string uscc = UsccFor(30);
+  fake_registry_.Enroll(uscc);
+  fake_registry_.Enroll(UsccFor(31));
+  fake_registry_.Enroll(UsccFor(32));
+  v1::AnnualFiling oversized = ValidFiling(uscc);
+  oversized.GetReflection()
+      ->MutableUnknownFields(&oversized)
+      ->AddLengthDelimited(999, std::string(1'010'000, 'x'));
+
+  v1::SubmitFilingResponse response;
+  const grpc::Status status = Submit("too-large", oversized, &response);
+  ASSERT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("over the limit of 1000000 bytes"));
+  const google::rpc::BadRequest bad_request = BadRequestOf(status);
+  ASSERT_THAT(bad_request.field_violations(), SizeIs(1));
+  EXPECT_EQ(bad_request.field_violations(0).field(), "filing");
+  EXPECT_THAT(bad_request.field_violations(0).description(), HasSubstr("FILING_TOO_LARGE"));
+
+  // In a bulk stream, the filings beside it are filed.
+  grpc::ClientContext context;
+  auto stream = stub_->SubmitFilings(&context);
+  const std::vector<std::pair<std::string, v1::AnnualFiling>> requests = {
+      {"beside-1", ValidFiling(UsccFor(31))},
+      {"too-large-2", oversized},
+      {"beside-2", ValidFiling(UsccFor(32))}};
+  for (const auto& [request_id, filing] : requests) {
+    v1::SubmitFilingsRequest request;
+    request.set_request_id(request_id);
+    *request.mutable_filing() = filing;
+    ASSERT_TRUE(stream->Write(request));
+  }
+  stream->WritesDone();
+  std::map<std::string, v1::SubmitFilingsResponse> answers;
+  v1::SubmitFilingsResponse answer;
+  while (stream->Read(&answer)) answers[answer.request_id()] = answer;
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_THAT(answers, SizeIs(3));
+  EXPECT_EQ(answers["beside-1"].error_code(), 0) << answers["beside-1"].error_message();
+  EXPECT_EQ(answers["beside-2"].error_code(), 0) << answers["beside-2"].error_message();
+  EXPECT_EQ(answers["too-large-2"].error_code(),
+            static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  ASSERT_THAT(answers["too-large-2"].violations(), SizeIs(1));
+  EXPECT_EQ(answers["too-large-2"].violations(0).reason(), "FILING_TOO_LARGE");
+  EXPECT_THAT(Published(), SizeIs(2));
+}
+
+// The idempotency cache holds at most --idempotency-max-bytes, whatever the number of
+// requests: with room for fewer than 100 entries of long request_ids, the oldest are
+// forgotten (their retry is filed again, as after a restart) and the newest remembered.
+TEST_F(IntakeServiceTest, IdempotencyCacheIsBoundedInBytes) {
+  StartIntake({.max_requests = 100000, .max_bytes = 64 * 1024});
+  constexpr int kFilings = 100;  // each entry takes over 1 KiB with a 128-character id
+  auto request_id = [](int i) { return absl::StrFormat("%0128d", i); };
+  for (int i = 0; i < kFilings; ++i) {
+    fake_registry_.Enroll(UsccFor(100 + i));
+    v1::SubmitFilingResponse response;
+    ASSERT_TRUE(Submit(request_id(i), ValidFiling(UsccFor(100 + i)), &response).ok());
+  }
+  ASSERT_THAT(Published(), SizeIs(kFilings));
+
+  v1::SubmitFilingResponse response;
+  ASSERT_TRUE(
+      Submit(request_id(kFilings - 1), ValidFiling(UsccFor(100 + kFilings - 1)), &response).ok());
+  EXPECT_THAT(Published(), SizeIs(kFilings)) << "the newest request was forgotten";
+  ASSERT_TRUE(Submit(request_id(0), ValidFiling(UsccFor(100)), &response).ok());
+  EXPECT_THAT(Published(), SizeIs(kFilings + 1)) << "the oldest request is still remembered";
+}
+
 }  // namespace
 }  // namespace stip::intake
